@@ -1,0 +1,88 @@
+"""Pieces shared by the FFN family: RMSNorm, top-K routing, the Switch balance loss, aux-loss attachment."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32 and cast back, as OLMo2 does (the variance of bf16 inputs is fragile)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.to(x.dtype) * self.weight.to(x.dtype)
+
+
+def check_sublayer_input(x: torch.Tensor, d_model: int, check_finite: bool, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} expects a torch.Tensor; got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(f"{name} expects x of shape [batch, seq, d_model={d_model}] (rank 3); "
+                         f"got rank {x.dim()} with shape {tuple(x.shape)}")
+    if x.shape[-1] != d_model:
+        raise ValueError(f"{name} expects the last dimension of x to be d_model={d_model}; got {x.shape[-1]}")
+    if check_finite and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} received non-finite input (NaN or Inf); check_finite=True is the debug mode "
+                         "that catches this")
+
+
+def fp32_logits(x_nd: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Router / loop-head logits in fp32 even under bf16 autocast (small logit gaps decide discrete choices)."""
+    with torch.autocast(device_type=x_nd.device.type, enabled=False):
+        return F.linear(x_nd.float(), weight.float())
+
+
+def top_k_gates(logits_ne: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-K routing (Eq. 7): softmax over the K selected logits.
+
+    Returns (gates_nk, experts_nk, dense_gates_ne) where dense_gates_ne scatters the K gates into an
+    [n, N] matrix (zeros elsewhere) — the form the masked width path and the statistics need.
+    """
+    top_logits_nk, experts_nk = torch.topk(logits_ne, top_k, dim=-1)
+    gates_nk = torch.softmax(top_logits_nk, dim=-1)
+    dense_gates_ne = torch.zeros_like(logits_ne).scatter(-1, experts_nk, gates_nk)
+    return gates_nk, experts_nk, dense_gates_ne
+
+
+def switch_balance_loss(logits_ne: torch.Tensor, experts_nk: torch.Tensor) -> torch.Tensor:
+    """Switch Transformer load-balancing loss, N * sum_i f_i * P_i (Fedus et al. 2022, Eq. 4).
+
+    f_i: fraction of the n*K routing assignments that went to expert i (not differentiable);
+    P_i: mean over tokens of the full softmax probability of expert i. Perfect balance gives 1.0.
+    """
+    n_experts = logits_ne.shape[-1]
+    probs_ne = torch.softmax(logits_ne.float(), dim=-1)
+    counts_e = torch.zeros(n_experts, device=logits_ne.device, dtype=torch.float32)
+    counts_e = counts_e.scatter_add(0, experts_nk.reshape(-1), torch.ones(experts_nk.numel(), device=logits_ne.device))
+    frac_e = counts_e / max(experts_nk.numel(), 1)
+    return n_experts * (frac_e * probs_ne.mean(0)).sum()
+
+
+class _AttachAuxLoss(torch.autograd.Function):
+    """Forward: return y unchanged. Backward: also send d(aux)/d(aux) = 1 into the aux-loss graph.
+
+    This makes the auxiliary loss part of whatever objective is back-propagated through y, so a training
+    loop cannot forget it (the pattern of DeepSeek-MoE and OLMo-core). Its value is reported separately.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, aux: torch.Tensor) -> torch.Tensor:
+        ctx.aux_dtype, ctx.aux_shape = aux.dtype, aux.shape
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        return grad_y, torch.ones(ctx.aux_shape, dtype=ctx.aux_dtype, device=grad_y.device)
+
+
+def attach_aux_loss(y: torch.Tensor, scaled_aux: torch.Tensor) -> torch.Tensor:
+    if not (torch.is_grad_enabled() and scaled_aux.requires_grad):
+        return y
+    return _AttachAuxLoss.apply(y, scaled_aux)

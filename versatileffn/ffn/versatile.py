@@ -1,0 +1,236 @@
+"""VersatileFFN (Nie et al., arXiv 2512.14531, Sec. 3): width and depth paths that reuse ONE SwiGLU FFN.
+
+Width path (Eq. 4-8): N virtual experts, expert k = hidden units [k*S, k*S + d_expert) of gate_proj/up_proj
+and the matching columns of down_proj; top-K routed on the un-normalised H; Y_width = sum_k g_k Y_k.
+Depth path (Eq. 9-11): H^(l) = F(H^(l-1)); a loop head picks each token's loop count with a
+Gumbel-softmax straight-through sample; Y_depth = sum_l p_l H^(l).
+Fusion (Eq. 12-13, 3): E[L] = sum_l l p_l, lambda = (L_max - E[L]) / L_max, Y = lambda Y_width + (1-lambda) Y_depth.
+
+Two identities make this cheaper than the paper's description without changing its function:
+* phi acts element-wise on hidden units, so an expert's activations are a slice of the full activations
+  a = phi(W_proj RMSNorm(H)), and  sum_k g_k W_out^(k) a[I_k] = W_out (a * m)  with the mask
+  m_j = sum_{k selected, j in I_k} g_k. Overlapping windows (d_expert > d_hidden/N) are handled exactly.
+* a is also loop 1 of the depth path (H^(0) = H, same norm, same weights), so the width path costs one
+  extra down projection on activations the depth path computes anyway.
+Training runs every token through all L_max loops (Algorithm 1: the loop head's straight-through
+gradient needs every H^(l)); eval mode runs each token exactly its predicted loops on a shrinking,
+sorted batch and runs the width path only for tokens with lambda > 0 ("Inference Optimization").
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..config import VersatileFFNConfig
+from .common import attach_aux_loss, check_sublayer_input, fp32_logits, switch_balance_loss, top_k_gates
+from .dense import DenseFFN
+from .stats import FFNStats
+
+
+class VersatileFFN(DenseFFN):
+    def __init__(self, config: VersatileFFNConfig):
+        if not isinstance(config, VersatileFFNConfig):
+            raise TypeError(f"VersatileFFN expects a VersatileFFNConfig; got {type(config).__name__}")
+        self.config = config
+        super().__init__(config.d_model, config.d_hidden, norm_eps=config.norm_eps, init_std=config.init_std)
+        self.check_finite = config.check_finite
+        self.n_experts, self.top_k, self.max_loops, self.mode = (
+            config.n_experts, config.top_k, config.max_loops, config.mode)
+        self.uses_width = config.mode in ("gated", "width", "ungated")
+        self.uses_depth = config.mode in ("gated", "depth", "ungated")
+        self.router = nn.Linear(config.d_model, config.n_experts, bias=False) if self.uses_width else None
+        self.loop_predictor = nn.Linear(config.d_model, config.max_loops, bias=False) if self.uses_depth else None
+        # Eq. 5-6 as a 0/1 matrix [N, d_hidden]: row k marks expert k's hidden units.
+        membership = torch.zeros(config.n_experts, config.d_hidden)
+        for k, (lo, hi) in enumerate(config.expert_slices()):
+            membership[k, lo:hi] = 1.0
+        self.register_buffer("expert_membership", membership, persistent=False)
+        self.register_buffer("tau", torch.tensor(float(config.tau_start)))  # Gumbel temperature, saved
+        self.inference_loop_cap: int | None = None  # runtime knob: clip predicted loops at inference
+        self.reset_head_parameters()
+        self.reset_stats()
+
+    # ------------------------------------------------------------------------------------------ set-up
+
+    def reset_head_parameters(self) -> None:
+        for head in (self.router, self.loop_predictor):
+            if head is not None:
+                nn.init.normal_(head.weight, std=self.init_std)
+
+    @classmethod
+    def from_dense(cls, config: VersatileFFNConfig, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
+                   norm_weight: torch.Tensor) -> "VersatileFFN":
+        """Continued pre-training entry point: a dense SwiGLU's weights in HF Llama ``nn.Linear`` layouts.
+
+        w_gate, w_up: [d_hidden, d_model]; w_down: [d_model, d_hidden]; norm_weight: [d_model].
+        Router and loop head start freshly initialised; the built module lives on w_gate's device/dtype.
+        """
+        d, h = config.d_model, config.d_hidden
+        expected = {"w_gate": (w_gate, (h, d)), "w_up": (w_up, (h, d)), "w_down": (w_down, (d, h)),
+                    "norm_weight": (norm_weight, (d,))}
+        for name, (t, shape) in expected.items():
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
+            if tuple(t.shape) != shape:
+                raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {shape} for d_model={d}, "
+                                 f"d_hidden={h} (nn.Linear layout: gate/up [d_hidden, d_model], "
+                                 f"down [d_model, d_hidden])")
+        module = cls(config).to(device=w_gate.device, dtype=w_gate.dtype)
+        with torch.no_grad():
+            module.gate_proj.weight.copy_(w_gate)
+            module.up_proj.weight.copy_(w_up)
+            module.down_proj.weight.copy_(w_down)
+            module.norm.weight.copy_(norm_weight)
+        return module
+
+    # ----------------------------------------------------------------------------------- temperature
+
+    def temperature_at(self, step: int) -> float:
+        """Exponential schedule tau_start * tau_decay**step, floored at tau_end."""
+        c = self.config
+        return max(c.tau_end, c.tau_start * c.tau_decay ** step)
+
+    @torch.no_grad()
+    def anneal_temperature(self) -> None:
+        """One optimizer step of the schedule; the trainer calls it after every ``optimizer.step()``."""
+        self.tau.mul_(self.config.tau_decay).clamp_(min=self.config.tau_end)
+
+    @torch.no_grad()
+    def set_temperature(self, value: float) -> None:
+        self.tau.fill_(value)
+
+    # ------------------------------------------------------------------------------------- statistics
+
+    def reset_stats(self) -> None:
+        dev = self.down_proj.weight.device
+        self.stats = FFNStats.empty(dev, self.max_loops if self.uses_depth else None,
+                                    self.n_experts if self.uses_width else None, has_lambda=True)
+        self.last_aux_loss: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def _record(self, n: int, loops_n: torch.Tensor | None, lam_n: torch.Tensor | None,
+                experts_nk: torch.Tensor | None) -> None:
+        s = self.stats
+        dev = self.down_proj.weight.device
+        if s.n_tokens.device != dev:
+            self.stats = s = s.to(dev)
+        s.n_tokens += n
+        if loops_n is not None:
+            s.loop_counts += torch.bincount(loops_n - 1, minlength=self.max_loops).to(s.loop_counts)
+        if lam_n is not None:
+            s.lambda_sum += lam_n.sum().to(s.lambda_sum)
+        if experts_nk is not None:
+            s.expert_counts += torch.bincount(experts_nk.reshape(-1), minlength=self.n_experts).to(s.expert_counts)
+
+    # ------------------------------------------------------------------------------------------ paths
+
+    def _width(self, h_nd: torch.Tensor, a_nh: torch.Tensor):
+        """Eq. 6-8 through the mask identity: Y_width = H + W_out (a * m). Returns (y, logits, experts)."""
+        logits_ne = fp32_logits(h_nd, self.router.weight)  # router sees the un-normalised H (Sec. 3.2)
+        _, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
+        mask_nh = (dense_gates_ne @ self.expert_membership).to(a_nh.dtype)
+        return h_nd + self.down_proj(a_nh * mask_nh), logits_ne, experts_nk
+
+    def _loop_sample(self, h_nd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 10 with straight-through: forward value one-hot(argmax), gradient of the soft p."""
+        logits_nl = fp32_logits(h_nd, self.loop_predictor.weight)
+        gumbel_nl = -torch.empty_like(logits_nl).exponential_().log()
+        soft_nl = torch.softmax((logits_nl + gumbel_nl) / self.tau.float(), dim=-1)
+        loops_n = soft_nl.argmax(-1) + 1
+        hard_nl = torch.nn.functional.one_hot(loops_n - 1, self.max_loops).to(soft_nl.dtype)
+        return hard_nl + (soft_nl - soft_nl.detach()), loops_n
+
+    def _predicted_loops(self, h_nd: torch.Tensor) -> torch.Tensor:
+        """Inference: l_hat = argmax p (= argmax of the logits; no noise), clipped by the runtime cap."""
+        loops_n = fp32_logits(h_nd, self.loop_predictor.weight).argmax(-1) + 1
+        if self.inference_loop_cap is not None:
+            loops_n = loops_n.clamp(max=self.inference_loop_cap)
+        return loops_n
+
+    def _fuse(self, y_width: torch.Tensor, y_depth: torch.Tensor, lam_n: torch.Tensor) -> torch.Tensor:
+        lam = lam_n.to(y_depth.dtype).unsqueeze(-1)
+        return lam * y_width + (1 - lam) * y_depth  # Eq. 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_sublayer_input(x, self.d_model, self.check_finite, type(self).__name__)
+        h_nd = x.reshape(-1, self.d_model)
+        y_nd = self._forward_train(h_nd) if self.training else self._forward_eval(h_nd)
+        return y_nd.view_as(x)
+
+    def _forward_train(self, h_nd: torch.Tensor) -> torch.Tensor:
+        """Algorithm 1. No host synchronisation: every token runs L_max loops, selection is arithmetic."""
+        L = self.max_loops
+        a_nh = self.hidden(h_nd)  # loop 1's activations, shared with the width path
+        y_width = logits_ne = experts_nk = loops_n = lam_n = None
+        if self.uses_width:
+            y_width, logits_ne, experts_nk = self._width(h_nd, a_nh)
+        if self.uses_depth:
+            p_nl, loops_n = self._loop_sample(h_nd)
+            states = [h_nd + self.down_proj(a_nh)]  # H^(1)
+            for _ in range(L - 1):
+                states.append(self.step(states[-1]))  # Eq. 9
+            y_depth = (torch.stack(states, dim=-1) * p_nl.to(states[0].dtype).unsqueeze(1)).sum(-1)  # Eq. 11
+            expected_n = (p_nl * torch.arange(1, L + 1, device=p_nl.device, dtype=p_nl.dtype)).sum(-1)  # Eq. 12
+            lam_n = (L - expected_n) / L  # Eq. 13
+        if self.mode == "gated":
+            y_nd = self._fuse(y_width, y_depth, lam_n)
+        elif self.mode == "ungated":
+            lam_n = torch.full_like(lam_n, 0.5)
+            y_nd = self._fuse(y_width, y_depth, lam_n)
+        elif self.mode == "width":
+            y_nd = y_width
+        else:
+            y_nd = y_depth
+        self._record(h_nd.shape[0], loops_n, lam_n.detach() if lam_n is not None else None, experts_nk)
+        if self.uses_width and torch.is_grad_enabled():
+            aux = switch_balance_loss(logits_ne, experts_nk)
+            scaled = self.config.balance_loss_coef * aux
+            self.last_aux_loss = scaled.detach()
+            y_nd = attach_aux_loss(y_nd, scaled)
+        return y_nd
+
+    def _forward_eval(self, h_nd: torch.Tensor) -> torch.Tensor:
+        """Discrete early exit + conditional parallelism: each token runs exactly its l_hat loops.
+
+        Tokens are sorted by l_hat (descending) once, so loop l runs on the prefix of tokens that still
+        need it; the width path runs only on the suffix with lambda > 0. One host sync (bucket sizes).
+        """
+        n, L = h_nd.shape[0], self.max_loops
+        if not self.uses_depth:  # width-only ablation
+            y_width, _, experts_nk = self._width(h_nd, self.hidden(h_nd))
+            self._record(n, None, None, experts_nk)
+            return y_width
+        loops_n = self._predicted_loops(h_nd)
+        order_n = torch.argsort(loops_n, descending=True, stable=True)
+        counts = torch.bincount(loops_n, minlength=L + 2).tolist()  # counts[l] = tokens with exactly l loops
+        at_least = [sum(counts[l:]) for l in range(L + 2)]          # at_least[l] = tokens with >= l loops
+        h_sorted = h_nd.index_select(0, order_n)
+        loops_sorted = loops_n.index_select(0, order_n)
+        a_nh = self.hidden(h_sorted)
+        cur = h_sorted + self.down_proj(a_nh)
+        finished = []
+        for loop in range(1, L + 1):
+            still_running = at_least[loop + 1]
+            finished.append(cur[still_running:])  # tokens whose l_hat == loop
+            if still_running == 0:
+                break
+            cur = self.step(cur[:still_running])
+        y_depth = torch.cat(finished[::-1])
+        lam_n = (L - loops_sorted).to(torch.float32) / L
+        if self.mode == "depth":
+            y_sorted, experts_nk = y_depth, None
+        else:
+            start = at_least[L] if self.mode == "gated" else 0  # gated: lambda = 0 for l_hat = L_max
+            if self.mode == "ungated":
+                lam_n = torch.full_like(lam_n, 0.5)
+            y_width, _, experts_nk = self._width(h_sorted[start:], a_nh[start:])
+            y_sorted = torch.cat([y_depth[:start], self._fuse(y_width, y_depth[start:], lam_n[start:])])
+        inverse_n = torch.empty_like(order_n)
+        inverse_n[order_n] = torch.arange(n, device=order_n.device)
+        self._record(n, loops_n, lam_n, experts_nk)
+        return y_sorted.index_select(0, inverse_n)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (super().extra_repr() + f", n_experts={c.n_experts}, top_k={c.top_k}, d_expert={c.expert_dim}, "
+                f"max_loops={c.max_loops}, mode={c.mode!r}")
