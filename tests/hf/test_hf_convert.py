@@ -1,0 +1,155 @@
+"""Conversion of dense HF models: identity mode is the dense model, generation, training hooks, errors, export."""
+import pytest
+import torch
+import transformers
+
+from versatileffn.ffn import VersatileFFN
+from versatileffn.hf import PostNormVersatileFFN, convert_dense_model, export_dense, save_converted
+
+
+def test_identity_mode_reproduces_dense_logits(arch, make_dense, ffn_options, input_ids):
+    dense = make_dense(arch)
+    model = convert_dense_model(dense, ffn_options)
+    assert all(isinstance(m, PostNormVersatileFFN) == (arch == "olmo2") for m in model.versatile_layers())
+    with torch.no_grad():
+        ref = dense(input_ids).logits
+        with model.identity_mode():
+            same = model(input_ids).logits
+        versatile = model(input_ids).logits
+    assert torch.equal(same, ref)
+    assert not torch.equal(versatile, ref)  # outside identity mode the loops and the width path are live
+    assert model.config.model_type == f"versatileffn_{arch}" and model.config.base_model_type == arch
+    assert model.versatile_layers()[0].mode == "gated" and model.versatile_layers()[0].inference_loop_cap is None
+
+
+@pytest.mark.parametrize("arch_bf16", ["llama", "olmo2"])
+def test_identity_mode_exact_in_bfloat16(arch_bf16, make_dense, ffn_options, input_ids):
+    dense = make_dense(arch_bf16).to(torch.bfloat16)
+    model = convert_dense_model(dense, ffn_options)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    with torch.no_grad(), model.identity_mode():
+        assert torch.equal(model(input_ids).logits, dense(input_ids).logits)
+
+
+def test_generate_with_and_without_cache(arch, make_dense, ffn_options, input_ids):
+    dense = make_dense(arch)
+    model = convert_dense_model(dense, ffn_options)
+    kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    cached = model.generate(input_ids[:1], use_cache=True, **kw)
+    uncached = model.generate(input_ids[:1], use_cache=False, **kw)
+    assert cached.shape == (1, input_ids.shape[1] + 6)
+    assert torch.equal(cached, uncached)
+    with model.identity_mode():
+        assert torch.equal(model.generate(input_ids[:1], **kw), dense.generate(input_ids[:1], **kw))
+
+
+def test_training_forward_loss_aux_and_driver_api(arch, make_dense, ffn_options, input_ids):
+    model = convert_dense_model(make_dense(arch), ffn_options).train()
+    out = model(input_ids, labels=input_ids)
+    aux = model.aux_loss()
+    assert out.loss.ndim == 0 and aux is not None and float(aux) > 0
+    out.loss.backward()  # the balance loss is attached through autograd: the router gets its gradient
+    ffn = model.versatile_layers()[0]
+    assert ffn.router.weight.grad.abs().sum() > 0 and ffn.loop_predictor.weight.grad.abs().sum() > 0
+    stats = model.ffn_stats()
+    assert len(stats) == 2 and stats[0]["tokens"] == input_ids.numel()
+    tau = float(ffn.tau)
+    model.anneal_temperature()
+    assert float(ffn.tau) == pytest.approx(tau * ffn.config.tau_decay)
+    model.reset_ffn_stats()
+    assert model.ffn_stats()[0]["tokens"] == 0
+    model.eval()
+    model.set_inference_loop_cap(1)
+    with torch.no_grad():
+        model(input_ids)
+    assert model.ffn_stats()[0]["loop_histogram"][1:] == [0, 0]
+    with pytest.raises(ValueError, match="loop cap"):
+        model.set_inference_loop_cap(0)
+
+
+def test_post_norm_width_path_matches_per_expert_reference():
+    """OLMo2's F(h) = h + norm(mlp(h)): Y_width = sum_k g_k (h + norm(W_out^k phi(W_proj^k h))), overlapping experts."""
+    from versatileffn.config import VersatileFFNConfig
+
+    torch.manual_seed(0)
+    cfg = VersatileFFNConfig(d_model=16, d_hidden=40, n_experts=4, top_k=2, d_expert=16, mode="width", init_std=0.3)
+    ffn = PostNormVersatileFFN(cfg)
+    with torch.no_grad():
+        ffn.down_proj.norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 5, 16)
+    h = x.reshape(-1, 16)
+    gates, experts = torch.topk(h @ ffn.router.weight.T, 2, dim=-1)
+    gates = gates.softmax(-1)
+    ref = torch.zeros_like(h)
+    for n in range(h.shape[0]):
+        for g, k in zip(gates[n], experts[n]):
+            lo, hi = cfg.expert_slices()[int(k)]
+            a = torch.nn.functional.silu(ffn.gate_proj.weight[lo:hi] @ h[n]) * (ffn.up_proj.weight[lo:hi] @ h[n])
+            y = ffn.down_proj.norm((ffn.down_proj.weight[:, lo:hi] @ a)[None])[0]
+            ref[n] += g * (h[n] + y)
+    for training in (True, False):
+        with torch.no_grad():
+            out = ffn.train(training)(x).reshape(-1, 16)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # the depth path repeats the post-norm F itself
+    a_nh = torch.nn.functional.silu(h @ ffn.gate_proj.weight.T) * (h @ ffn.up_proj.weight.T)
+    dense_step = h + ffn.down_proj.norm(a_nh @ ffn.down_proj.weight.T)
+    torch.testing.assert_close(ffn.step(h), dense_step, rtol=1e-5, atol=1e-5)
+
+
+def test_pre_norm_layers_reuse_versatile_ffn(make_dense, ffn_options):
+    model = convert_dense_model(make_dense("llama"), ffn_options)
+    layer = model.model.layers[0]
+    assert type(layer.versatile_ffn) is VersatileFFN
+    assert isinstance(layer.post_attention_layernorm, torch.nn.Identity)
+    assert type(layer.versatile_ffn.norm).__name__ == "LlamaRMSNorm"
+
+
+def test_unsupported_architecture_names_it_and_lists_supported():
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2))
+    with pytest.raises(ValueError, match=r"unsupported architecture 'gpt2'.*llama.*mistral.*olmo2.*qwen2"):
+        convert_dense_model(gpt2)
+
+
+def test_non_swiglu_mlp_is_rejected(make_dense):
+    with pytest.raises(ValueError, match="non-SwiGLU MLP.*gelu"):
+        convert_dense_model(make_dense("llama", hidden_act="gelu"))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"n_experts": 5}, r"intermediate_size=64.*divisible by n_experts=5"),
+    ({"n_experts": 4, "d_expert": 65}, r"d_expert"),
+    ({"top_k": 9}, r"top_k"),
+    ({"d_model": 8}, r"unknown VersatileFFN option.*d_model"),
+])
+def test_options_that_do_not_fit_the_model(make_dense, options, message):
+    with pytest.raises(ValueError, match=message):
+        convert_dense_model(make_dense("qwen2"), options)
+
+
+def test_mlp_bias_is_rejected(make_dense):
+    with pytest.raises(ValueError, match="mlp_bias"):
+        convert_dense_model(make_dense("llama", mlp_bias=True))
+
+
+def test_export_dense_after_training_step_gives_the_shared_ffn(arch, make_dense, ffn_options, input_ids, tmp_path):
+    dense = make_dense(arch)
+    model = convert_dense_model(dense, ffn_options)
+    export_dense(model, tmp_path / "dense")
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "dense").eval()
+    assert type(back) is type(dense)
+    with torch.no_grad():
+        assert torch.equal(back(input_ids).logits, dense(input_ids).logits)
+    # after continued pre-training the exported FFN is the (updated) shared FFN: identity mode == exported dense
+    model.train()
+    model(input_ids, labels=input_ids).loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.sub_(0.1 * p.grad)
+    save_converted(model, tmp_path / "conv")
+    export_dense(tmp_path / "conv", tmp_path / "dense2")  # from a folder, too
+    back2 = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "dense2").eval()
+    with torch.no_grad(), model.identity_mode():
+        assert torch.equal(back2(input_ids).logits, model(input_ids).logits)
+        assert not torch.equal(back2(input_ids).logits, dense(input_ids).logits)
