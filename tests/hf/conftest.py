@@ -31,8 +31,16 @@ def input_ids():
 def pytest_generate_tests(metafunc):
     if "arch" in metafunc.fixturenames:  # every test taking `arch` runs for every supported architecture
         metafunc.parametrize("arch", ARCHS)
+    if "norm_arch" in metafunc.fixturenames:  # one pre-norm and (transformers >= 4.47) the post-norm one
+        metafunc.parametrize("norm_arch", [a for a in ("llama", "olmo2") if a in ARCHS])
 
 
 @pytest.fixture
 def ffn_options():
     return dict(FFN)
+
+
+@pytest.fixture
+def newest_arch():
+    """OLMo2 (post-norm) where this transformers has it, else the last pre-norm architecture."""
+    return ARCHS[-1]

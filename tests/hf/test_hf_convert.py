@@ -22,9 +22,8 @@ def test_identity_mode_reproduces_dense_logits(arch, make_dense, ffn_options, in
     assert model.versatile_layers()[0].mode == "gated" and model.versatile_layers()[0].inference_loop_cap is None
 
 
-@pytest.mark.parametrize("arch_bf16", ["llama", "olmo2"])
-def test_identity_mode_exact_in_bfloat16(arch_bf16, make_dense, ffn_options, input_ids):
-    dense = make_dense(arch_bf16).to(torch.bfloat16)
+def test_identity_mode_exact_in_bfloat16(norm_arch, make_dense, ffn_options, input_ids):
+    dense = make_dense(norm_arch).to(torch.bfloat16)
     model = convert_dense_model(dense, ffn_options)
     assert next(model.parameters()).dtype == torch.bfloat16
     with torch.no_grad(), model.identity_mode():
@@ -65,6 +64,20 @@ def test_training_forward_loss_aux_and_driver_api(arch, make_dense, ffn_options,
     assert model.ffn_stats()[0]["loop_histogram"][1:] == [0, 0]
     with pytest.raises(ValueError, match="loop cap"):
         model.set_inference_loop_cap(0)
+
+
+def test_lm_forward_has_the_versatile_lm_contract(make_dense, ffn_options, input_ids):
+    """targets aligned with logits (the trainer's convention) == HF labels shifted inside the model."""
+    model = convert_dense_model(make_dense("llama"), ffn_options)
+    targets = input_ids[:, 1:].clone()
+    targets[0, :3] = -100
+    with torch.no_grad(), model.identity_mode():
+        out = model.lm_forward(input_ids[:, :-1], targets)
+        labels = input_ids.clone()
+        labels[0, 1:4] = -100
+        hf = model(input_ids, labels=labels)
+    assert out.logits.shape == (2, input_ids.shape[1] - 1, model.config.vocab_size)
+    torch.testing.assert_close(out.loss, hf.loss)
 
 
 def test_post_norm_width_path_matches_per_expert_reference():

@@ -35,6 +35,7 @@ import transformers
 from ..config import VersatileFFNConfig
 from ..ffn import VersatileFFN
 from ..ffn.common import fp32_logits, top_k_gates
+from ..model import LMOutput
 
 MODELING_FILE = "modeling_versatileffn.py"  # written into every saved folder for trust_remote_code=True
 # VersatileFFNConfig fields the HF config fixes (from hidden_size, intermediate_size, rms_norm_eps, initializer_range)
@@ -220,6 +221,15 @@ class VersatileCausalLMMixin:
 
     # ------------------------------------------------------------------ VersatileLM-compatible driver API
 
+    def lm_forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> LMOutput:
+        """``VersatileLM.forward``'s contract for the project's trainer / evaluator: targets [B, T] aligned
+        with the logits (no shift; -100 ignored), mean fp32 cross-entropy, aux_loss for logging."""
+        logits = self(input_ids=input_ids, use_cache=False).logits
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        return LMOutput(logits=logits, loss=loss, aux_loss=self.aux_loss())
+
     def versatile_layers(self) -> list[VersatileFFN]:
         return [layer.versatile_ffn for layer in self.model.layers]
 
@@ -277,7 +287,20 @@ class VersatileCausalLMMixin:
         stem = MODELING_FILE[:-3]
         self.config.auto_map = {"AutoConfig": f"{stem}.{type(self.config).__name__}",
                                 "AutoModelForCausalLM": f"{stem}.{type(self).__name__}"}
-        out = super().save_pretrained(save_directory, *args, **kwargs)
+        # A trust_remote_code load marks the (shared) classes for transformers' own code copying, which
+        # cannot copy a package with relative imports; our modeling file replaces it.
+        classes = (type(self), type(self.config))
+        saved = [c.__dict__.get("_auto_class") for c in classes]
+        try:
+            for c in classes:
+                c._auto_class = None
+            out = super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            for c, value in zip(classes, saved):
+                if value is None:
+                    del c._auto_class
+                else:
+                    c._auto_class = value
         shutil.copyfile(Path(__file__).with_name("remote_modeling.py"), Path(save_directory) / MODELING_FILE)
         return out
 
