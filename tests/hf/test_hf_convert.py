@@ -166,3 +166,38 @@ def test_export_dense_after_training_step_gives_the_shared_ffn(arch, make_dense,
     with torch.no_grad(), model.identity_mode():
         assert torch.equal(back2(input_ids).logits, model(input_ids).logits)
         assert not torch.equal(back2(input_ids).logits, dense(input_ids).logits)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(newest_arch, make_dense, ffn_options, input_ids):
+    """The FFN runs inside transformers' checkpointed layer call; the recompute replays the same Gumbel noise."""
+    results = []
+    for checkpointing in (False, True):
+        model = convert_dense_model(make_dense(newest_arch), ffn_options).train()
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        torch.manual_seed(5)
+        out = model(input_ids, labels=input_ids, use_cache=False)
+        out.loss.backward()
+        results.append((out.loss.detach(), [p.grad for p in model.parameters() if p.grad is not None]))
+    assert torch.equal(results[0][0], results[1][0])
+    assert len(results[0][1]) == len(results[1][1])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+def test_trainer_callback_anneals_once_per_step_and_logs_stats(make_dense, ffn_options, input_ids):
+    from transformers.trainer_callback import TrainerControl, TrainerState
+
+    from versatileffn.hf import TemperatureAnnealCallback
+
+    model = convert_dense_model(make_dense("llama"), ffn_options).train()
+    model(input_ids, labels=input_ids).loss.backward()
+    cb, state, control = TemperatureAnnealCallback(), TrainerState(), TrainerControl()
+    tau = float(model.versatile_layers()[1].tau)
+    cb.on_step_end(None, state, control, model=model)
+    assert float(model.versatile_layers()[1].tau) == pytest.approx(tau * ffn_options.get("tau_decay", 0.99984))
+    logs = {}
+    cb.on_log(None, state, control, model=model, logs=logs)
+    assert 1.0 <= logs["ffn_mean_loops"] <= 3.0 and 0.0 <= logs["ffn_mean_lambda"] <= 1.0 and logs["aux_loss"] > 0
+    assert model.ffn_stats()[0]["tokens"] == 0
+    with pytest.raises(TypeError, match="converted VersatileFFN model"):
+        cb.on_step_end(None, state, control, model=make_dense("llama"))

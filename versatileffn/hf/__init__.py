@@ -20,6 +20,7 @@ _EXPORTS = {
     "copy_tokenizer_files": "convert",
     "ARCHITECTURES": "modeling", "CLASSES": "modeling", "PostNormVersatileFFN": "modeling",
     "VersatileCausalLMMixin": "modeling", "classes_for": "modeling", "register": "modeling",
+    "TemperatureAnnealCallback": "training",
 }
 
 
