@@ -230,8 +230,11 @@ def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
     kwargs = {}
     for key, value in data.items():
         tp = hints[key]
+        where = f"{path}.{key}" if path else key
         if _is_dataclass_type(tp) and isinstance(value, dict):
-            value = from_dict(tp, value, f"{path}.{key}" if path else key)
+            value = from_dict(tp, value, where)
+        elif not _is_dataclass_type(tp):
+            value = _coerce(value, tp, where)
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -242,7 +245,35 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 def _parse_scalar(text: str) -> Any:
     value = yaml.safe_load(text)
+    if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string; numbers should stay numbers
+        try:
+            return float(value)
+        except ValueError:
+            return value
     return text if value is None and text not in ("null", "~", "") else value
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Convert YAML scalars to the annotated type (e.g. "3e-4" -> 3e-4 for a float field)."""
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args or tp is Any:
+            return None
+        raise ValueError(f"{path} must not be null")
+    base = [a for a in args if a is not type(None)] if args else [tp]
+    if float in base and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{path} must be a number; got {value!r}") from None
+    if int in base and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{path} must be an integer; got {value!r}") from None
+    if int in base and isinstance(value, float) and value.is_integer() and float not in base:
+        return int(value)
+    return value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
