@@ -11,7 +11,7 @@ import transformers
 from safetensors.torch import save_file
 
 from versatileffn.cli import main
-from versatileffn.hf import convert_dense_model, save_converted
+from versatileffn.hf import convert_dense_model, is_converted_hf_dir, load_converted, save_converted
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,4 +132,13 @@ def test_convert_cli_errors_are_one_clear_message(make_dense, tmp_path, capsys):
     assert "versatileffn convert: error:" in err and "divisible by n_experts=5" in err
     assert main(["convert", "--from", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["convert", "--export-dense", "--from", str(tmp_path / "dense"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a converted VersatileFFN model" in capsys.readouterr().err
+    assert not is_converted_hf_dir(tmp_path / "dense") and not is_converted_hf_dir(tmp_path / "missing")
+    save_converted(convert_dense_model(tmp_path / "dense"), tmp_path / "conv")
+    assert main(["convert", "--from", str(tmp_path / "conv"), "--out", str(tmp_path / "o")]) == 2
+    assert "already a VersatileFFN model" in capsys.readouterr().err
+    assert is_converted_hf_dir(tmp_path / "conv")
+    loaded = load_converted(tmp_path / "conv", dtype=torch.bfloat16)
+    assert not loaded.training and next(loaded.parameters()).dtype == torch.bfloat16
     assert not (tmp_path / "o").exists()

@@ -17,7 +17,7 @@ import warnings
 _EXPORTS = {
     "convert_dense_model": "convert", "save_converted": "convert", "export_dense": "convert",
     "load_dense_model": "convert", "dense_state_dict": "convert", "versatile_state_dict": "convert",
-    "copy_tokenizer_files": "convert",
+    "copy_tokenizer_files": "convert", "load_converted": "convert", "is_converted_hf_dir": "folders",
     "ARCHITECTURES": "modeling", "CLASSES": "modeling", "PostNormVersatileFFN": "modeling",
     "VersatileCausalLMMixin": "modeling", "classes_for": "modeling", "register": "modeling",
     "TemperatureAnnealCallback": "training",

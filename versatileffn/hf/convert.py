@@ -16,6 +16,7 @@ import torch
 import transformers
 
 from ..io import atomic_replace_dir
+from .folders import is_converted_hf_dir
 from .modeling import ARCHITECTURES, Architecture, VersatileCausalLMMixin, architecture, classes_for, ffn_config_for
 
 # files a Hugging Face model folder may carry besides weights and config; copied verbatim on save/export
@@ -65,11 +66,21 @@ def load_dense_model(model_or_path, dtype: torch.dtype | None = None, **from_pre
     path = str(model_or_path)
     if path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
         raise FileNotFoundError(f"model folder not found: {path}")
-    config = transformers.AutoConfig.from_pretrained(path, **from_pretrained_kwargs)
-    architecture(config.model_type)  # a clear error before downloading/reading the weights
-    if dtype is not None:
-        from_pretrained_kwargs["dtype" if _transformers_major() >= 5 else "torch_dtype"] = dtype
-    return transformers.AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs)
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, **from_pretrained_kwargs)
+        _check_dense(config.model_type)  # a clear error before downloading/reading the weights
+        if dtype is not None:
+            from_pretrained_kwargs["dtype" if _transformers_major() >= 5 else "torch_dtype"] = dtype
+        return transformers.AutoModelForCausalLM.from_pretrained(path, **from_pretrained_kwargs)
+    except OSError as exc:  # not a local folder, unknown hub id, no network, missing weights
+        raise FileNotFoundError(f"could not load the dense model {path!r}: {exc}") from exc
+
+
+def _check_dense(model_type: str) -> Architecture:
+    if model_type.startswith("versatileffn_"):
+        raise ValueError(f"the model is already a VersatileFFN model ({model_type}); convert its dense source, or "
+                         "use export_dense / --export-dense to get the dense model back")
+    return architecture(model_type)
 
 
 def _transformers_major() -> int:
@@ -87,7 +98,7 @@ def convert_dense_model(model_or_path, ffn_options: dict | None = None, dtype: t
     """
     dense = load_dense_model(model_or_path, dtype=dtype, **from_pretrained_kwargs)
     src = dense.config
-    arch = architecture(getattr(src, "model_type", type(dense).__name__))
+    arch = _check_dense(getattr(src, "model_type", type(dense).__name__))
     if type(dense).__name__ != arch.causal_lm_class:
         raise ValueError(f"expected a {arch.causal_lm_class}; got {type(dense).__name__}")
     options = dict(ffn_options or {})
@@ -155,6 +166,16 @@ def save_converted(model: VersatileCausalLMMixin, out_dir: str | Path, tokenizer
     return _save_atomically(write, out_dir)
 
 
+def load_converted(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """A converted model folder -> the model in eval mode (what the trainer / evaluator use for an HF --model)."""
+    if not is_converted_hf_dir(path):
+        raise FileNotFoundError(f"{path} is not a converted VersatileFFN model folder (config.json with model_type "
+                                "versatileffn_*)")
+    config = transformers.AutoConfig.from_pretrained(str(path))
+    kwargs = {} if dtype is None else {"dtype" if _transformers_major() >= 5 else "torch_dtype": dtype}
+    return classes_for(config.model_type)[1].from_pretrained(str(path), **kwargs).to(device).eval()
+
+
 def export_dense(model: VersatileCausalLMMixin | str | os.PathLike, out_dir: str | Path) -> Path:
     """Write a converted model (object or folder) back as the dense model it came from.
 
@@ -166,9 +187,10 @@ def export_dense(model: VersatileCausalLMMixin | str | os.PathLike, out_dir: str
         source_dir = Path(model)
         if not (source_dir / "config.json").is_file():
             raise FileNotFoundError(f"{source_dir} is not a converted model folder (no config.json)")
-        config = transformers.AutoConfig.from_pretrained(str(source_dir))
-        model_cls = classes_for(config.model_type)[1]
-        model = model_cls.from_pretrained(str(source_dir))
+        if not is_converted_hf_dir(source_dir):
+            raise ValueError(f"{source_dir} is not a converted VersatileFFN model (config.json with model_type "
+                             "versatileffn_*); there is nothing to export")
+        model = load_converted(source_dir)
     if not isinstance(model, VersatileCausalLMMixin):
         raise TypeError(f"export_dense expects a converted VersatileFFN model; got {type(model).__name__}")
     arch = model.architecture
@@ -189,4 +211,4 @@ def export_dense(model: VersatileCausalLMMixin | str | os.PathLike, out_dir: str
 
 
 __all__ = ["ARCHITECTURES", "convert_dense_model", "save_converted", "export_dense", "dense_state_dict",
-           "versatile_state_dict", "copy_tokenizer_files", "load_dense_model"]
+           "versatile_state_dict", "copy_tokenizer_files", "load_dense_model", "load_converted"]
