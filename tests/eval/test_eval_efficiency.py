@@ -40,6 +40,7 @@ def test_exact_count_by_hand_and_equal_to_formula():
     assert out["paper"] == pytest.approx((F * 25 + 14 * Fe) / 10 + 4 * F)
     assert out["mean_loops"] == pytest.approx((25 + 40) / 20) and out["frac_below_max"] == pytest.approx(7 / 20)
     assert out["formula"] == pytest.approx(out["paper"])  # equal layer shapes: the formula is exact
+    assert [(e["mean_loops"], e["frac_below_max"]) for e in out["per_layer"]] == [(2.5, 0.7), (4.0, 0.0)]
     with pytest.raises(ValueError, match="no tokens"):
         executed_ffn_flops(cfg, [{"tokens": 0, "loop_histogram": [0] * 4}] * 2)
 
