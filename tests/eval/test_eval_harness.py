@@ -72,3 +72,32 @@ def test_registers_with_lm_eval_when_installed():
 
     cls = harness.register()
     assert get_model(harness.MODEL_NAME) is cls and harness.register() is cls
+
+
+def test_matches_lm_eval_hf_reference_when_installed(tmp_path):
+    """Cross-check against lm-evaluation-harness's own HF scorer on a tiny Llama (skipped without lm_eval)."""
+    pytest.importorskip("lm_eval.models.huggingface")
+    transformers = pytest.importorskip("transformers")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    from versatileffn.eval import load_task, score_requests
+    from versatileffn.eval.report import load_any_model
+    from versatileffn.tokenizer import load_tokenizer
+
+    olmo = load_tokenizer("olmo")
+    cfg = transformers.LlamaConfig(vocab_size=50304, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=4, max_position_embeddings=128)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=olmo.tok, eos_token="<|endoftext|>").save_pretrained(tmp_path)
+    pairs = [p for t in ("arc_easy", "winogrande") for d in load_task(t, limit=2).docs
+             for p in zip(d.contexts, d.continuations)]
+    ref = HFLM(pretrained=str(tmp_path), device="cpu", batch_size=4).loglikelihood(
+        [Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)])
+    model, tok, _ = load_any_model(tmp_path)
+    ours = harness.loglikelihood(model, tok, pairs)
+    olmes = score_requests(model, tok, pairs)
+    for (r_lp, r_greedy), (o_lp, o_greedy), s in zip(ref, ours, olmes):
+        assert o_lp == pytest.approx(r_lp, abs=1e-4) and o_greedy == r_greedy
+        assert s.logprob == pytest.approx(r_lp, abs=1e-4)
