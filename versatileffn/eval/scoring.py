@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ..model import VersatileLM, apply_rope
+from ..model import VersatileLM
 from .tasks import TASKS, doc_predictions, load_task, task_metrics
 
 DEFAULT_ROW_TOKENS = 1024  # packed row budget (a longer group gets a row of its own)
@@ -227,40 +226,16 @@ def make_packed_batch(rows: list[list[Group]]) -> PackedBatch:
 # ----------------------------------------------------------------------------------------------- forwards
 
 
-def _packed_attention(attn, x_btd: torch.Tensor, cos_nd: torch.Tensor, sin_nd: torch.Tensor,
-                      mask_b1tt: torch.Tensor) -> torch.Tensor:
-    """``model.Attention`` with per-token positions and an explicit mask (the model's own forward takes
-    neither). RoPE is applied on the flattened [1, H, B*T, D] view so each token gets its own position."""
-    B, T, _ = x_btd.shape
-    q, k, v = attn.q_proj(x_btd), attn.k_proj(x_btd), attn.v_proj(x_btd)
-    if attn.q_norm is not None:
-        q, k = attn.q_norm(q), attn.k_norm(k)
-
-    def rope(t, heads):
-        flat = t.reshape(B * T, heads, attn.head_dim).transpose(0, 1)[None]   # [1, H, B*T, D]
-        flat = apply_rope(flat, cos_nd, sin_nd)
-        return flat[0].transpose(0, 1).reshape(B, T, heads, attn.head_dim).transpose(1, 2)
-
-    q, k = rope(q, attn.n_heads), rope(k, attn.kv_heads)
-    v = v.view(B, T, attn.kv_heads, attn.head_dim).transpose(1, 2)
-    if attn.kv_heads != attn.n_heads:
-        rep = attn.n_heads // attn.kv_heads
-        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_b1tt)
-    return attn.o_proj(y.transpose(1, 2).reshape(B, T, -1))
-
-
 @torch.no_grad()
 def packed_logprobs(model: VersatileLM, batch: PackedBatch, device: torch.device
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-prob of every scored token and whether it was the argmax, for one packed batch."""
     ids, pos = batch.ids_bt.to(device), batch.pos_bt.to(device)
     mask, valid = batch.mask_b1tt.to(device), batch.valid_bt.to(device)
-    flat_pos = pos.reshape(-1)
-    cos, sin = model.rope_cos[flat_pos], model.rope_sin[flat_pos]
+    cos, sin = model.rope_cos[pos], model.rope_sin[pos]  # [B, T, D/2]: each packed token its own position
     x = model.embed(ids)
     for block in model.blocks:
-        h = x + _packed_attention(block.attn, block.attn_norm(x), cos, sin, mask)
+        h = x + block.attn(block.attn_norm(x), cos, sin, attn_mask=mask)
         y_nd = block.ffn(h[valid][None])[0]  # token-wise FFN on real tokens only: exact loop statistics
         x = h.clone()
         x[valid] = y_nd.to(x.dtype)
