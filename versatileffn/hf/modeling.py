@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import transformers
 
-from ..config import VersatileFFNConfig
+from ..config import FFNConfig, ModelConfig, VersatileFFNConfig
 from ..ffn import VersatileFFN
 from ..ffn.common import fp32_logits, top_k_gates
 from ..model import LMOutput
@@ -253,6 +253,22 @@ class VersatileCausalLMMixin:
 
     def ffn_stats(self) -> list[dict]:
         return [m.stats.summary() for m in self.versatile_layers()]
+
+    def ffn_model_config(self) -> ModelConfig:
+        """The equivalent ``ModelConfig`` for FFN accounting (``versatileffn.flops``, the evaluator's FLOP table):
+        FFN shape, depth, vocabulary and VersatileFFN options. It does not describe the HF attention."""
+        c, ffn = self.config, self.versatile_layers()[0].config
+        ffn_cfg = FFNConfig(kind="versatile", n_experts=ffn.n_experts, top_k=ffn.top_k, d_expert=ffn.d_expert,
+                            max_loops=ffn.max_loops, mode=ffn.mode, tau_start=ffn.tau_start, tau_end=ffn.tau_end,
+                            tau_decay=ffn.tau_decay, balance_loss_coef=ffn.balance_loss_coef)
+        common = dict(vocab_size=c.vocab_size, d_model=c.hidden_size, n_layers=c.num_hidden_layers,
+                      d_hidden=c.intermediate_size, max_seq_len=c.max_position_embeddings, norm_eps=ffn.norm_eps,
+                      init_std=ffn.init_std, ffn=ffn_cfg)
+        try:
+            return ModelConfig(n_heads=c.num_attention_heads, n_kv_heads=getattr(c, "num_key_value_heads", None),
+                               **common)
+        except ValueError:  # head layouts ModelConfig cannot express (odd head dims): irrelevant to FFN counts
+            return ModelConfig(n_heads=1, **common)
 
     def aux_loss(self) -> torch.Tensor | None:
         """Sum of the layers' scaled balance losses of the last training forward (already inside ``loss``)."""
