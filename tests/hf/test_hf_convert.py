@@ -26,6 +26,11 @@ def test_identity_mode_exact_in_bfloat16(norm_arch, make_dense, ffn_options, inp
     dense = make_dense(norm_arch).to(torch.bfloat16)
     model = convert_dense_model(dense, ffn_options)
     assert next(model.parameters()).dtype == torch.bfloat16
+    ffn = model.versatile_layers()[0]
+    assert ffn.tau.dtype == torch.float32  # in bf16, 5.0 * 0.99984 rounds back to 5.0: tau would never anneal
+    model.anneal_temperature()
+    model.to(torch.bfloat16)
+    assert ffn.tau.dtype == torch.float32 and float(ffn.tau) == pytest.approx(5.0 * ffn.config.tau_decay, rel=1e-7)
     with torch.no_grad(), model.identity_mode():
         assert torch.equal(model(input_ids).logits, dense(input_ids).logits)
 

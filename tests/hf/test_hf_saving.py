@@ -141,4 +141,5 @@ def test_convert_cli_errors_are_one_clear_message(make_dense, tmp_path, capsys):
     assert is_converted_hf_dir(tmp_path / "conv")
     loaded = load_converted(tmp_path / "conv", dtype=torch.bfloat16)
     assert not loaded.training and next(loaded.parameters()).dtype == torch.bfloat16
+    assert all(m.tau.dtype == torch.float32 for m in loaded.versatile_layers())
     assert not (tmp_path / "o").exists()
