@@ -1,7 +1,8 @@
 """Conversion of dense HF models: identity mode is the dense model, generation, training hooks, errors, export."""
 import pytest
 import torch
-import transformers
+
+transformers = pytest.importorskip("transformers")
 
 from versatileffn.ffn import VersatileFFN
 from versatileffn.hf import PostNormVersatileFFN, convert_dense_model, export_dense, save_converted

@@ -3,7 +3,8 @@ import json
 
 import pytest
 import torch
-import transformers
+
+transformers = pytest.importorskip("transformers")
 
 from versatileffn.cli import main
 from versatileffn.hf import convert_dense_model, save_converted

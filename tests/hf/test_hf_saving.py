@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-import transformers
 from safetensors.torch import save_file
+
+transformers = pytest.importorskip("transformers")
 
 from versatileffn.cli import main
 from versatileffn.hf import convert_dense_model, is_converted_hf_dir, load_converted, save_converted
