@@ -198,7 +198,6 @@ class VersatileCausalLMMixin:
             else:
                 ffn = PostNormVersatileFFN.from_dense(ffn_config, mlp.gate_proj.weight, mlp.up_proj.weight,
                                                       mlp.down_proj.weight, norm)
-            ffn.reset_stats()
             layer.versatile_ffn = ffn
             layer.mlp = ZeroBranch()
             setattr(layer, self.architecture.ffn_norm, nn.Identity())
