@@ -1,0 +1,114 @@
+"""What `versatileffn analyze` reads: a model folder (ours or a converted Hugging Face one) and text to run it on
+(prepared token folders, or raw .txt / .jsonl files tokenized with the model's tokenizer)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data.tokens import load_tokens, read_index
+from ..io import FORMAT as MODEL_FORMAT
+from ..io import load_model
+from ..tokenizer import Tokenizer, load_tokenizer
+
+TEXT_SUFFIXES = (".txt", ".jsonl")
+
+
+def load_analysis_model(path: str | Path, device: str = "cpu"):
+    """A versatileffn model folder (``versatileffn.io.load_model``) or a Hugging Face folder whose model
+    holds VersatileFFN modules (loaded with ``transformers`` after importing ``versatileffn.hf``, which
+    registers the architecture). Returns the model in eval mode on ``device``."""
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{path} is not a model folder (no config.json)")
+    try:
+        meta = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{cfg_file} is not valid JSON: {exc}") from exc
+    if meta.get("format") == MODEL_FORMAT:
+        model, _ = load_model(path, device)
+        return model
+    if "model_type" not in meta:
+        raise ValueError(f"{cfg_file} is neither a versatileffn config nor a Hugging Face config (no model_type)")
+    try:
+        import versatileffn.hf  # noqa: F401  (registers the VersatileFFN architecture with transformers)
+    except ImportError:
+        pass
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    return model.to(device).eval()
+
+
+def load_analysis_tokenizer(model_dir: str | Path, spec: str | None = None) -> Tokenizer:
+    """``spec`` if given (see ``load_tokenizer``), else the model folder's tokenizer.json."""
+    if spec is not None:
+        return load_tokenizer(spec)
+    f = Path(model_dir) / "tokenizer.json"
+    if not f.is_file():
+        raise FileNotFoundError(f"{model_dir} holds no tokenizer.json; pass --tokenizer (e.g. 'olmo' or a "
+                                "tokenizer.json path)")
+    return load_tokenizer(f)
+
+
+def _text_documents(path: Path, text_key: str) -> list[str]:
+    if path.suffix == ".txt":
+        return [path.read_text(encoding="utf-8")]
+    docs = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n} is not valid JSON: {exc}") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get(text_key), str):
+            raise ValueError(f"{path}:{n} has no string field {text_key!r}")
+        docs.append(obj[text_key])
+    return docs
+
+
+def load_analysis_tokens(paths: list[str | Path], tokenizer: Tokenizer, split: str = "val",
+                         text_key: str = "text") -> tuple[np.ndarray, int | None, list[dict]]:
+    """Concatenate the token streams of ``paths``: prepared token folders (split ``split``) or .txt (one
+    document per file) / .jsonl (one document per line, field ``text_key``) files, tokenized with
+    ``tokenizer`` with one EOS after each document (the prepared format's convention).
+
+    Returns (token ids, UTF-8 bytes of the text or None when a folder does not record it, source list).
+    """
+    if not paths:
+        raise ValueError("no --data given: pass a prepared token folder or .txt/.jsonl file(s)")
+    streams, sources, n_bytes = [], [], 0
+    for p in map(Path, paths):
+        if p.is_dir():
+            index = read_index(p)
+            if index.get("vocab_size") and tokenizer.vocab_size and index["vocab_size"] > tokenizer.vocab_size:
+                raise ValueError(f"{p} was tokenized with a {index['vocab_size']}-entry vocabulary "
+                                 f"({index.get('tokenizer')}); the model's tokenizer has {tokenizer.vocab_size}")
+            toks = np.asarray(load_tokens(p, split), dtype=np.int64)
+            meta = index["splits"][split]
+            n_bytes = None if n_bytes is None or not meta.get("bytes") else n_bytes + int(meta["bytes"])
+            sources.append({"path": str(p), "kind": "tokens", "split": split, "tokens": int(len(toks))})
+        elif p.is_file():
+            if p.suffix not in TEXT_SUFFIXES:
+                raise ValueError(f"{p}: --data takes a prepared token folder or a {'/'.join(TEXT_SUFFIXES)} file")
+            docs = [d for d in _text_documents(p, text_key) if d.strip()]
+            if not docs:
+                raise ValueError(f"{p} holds no text")
+            ids = [t for d in docs for t in (*tokenizer.encode(d), tokenizer.eos_id)]
+            toks = np.asarray(ids, dtype=np.int64)
+            if n_bytes is not None:
+                n_bytes += sum(len(d.encode("utf-8")) for d in docs)
+            sources.append({"path": str(p), "kind": p.suffix[1:], "documents": len(docs), "tokens": int(len(toks))})
+        else:
+            raise FileNotFoundError(f"--data path not found: {p}")
+        streams.append(toks)
+    return np.concatenate(streams), n_bytes, sources
+
+
+def check_vocab(tokens: np.ndarray, vocab_size: int | None) -> None:
+    if vocab_size is not None and len(tokens) and int(tokens.max()) >= vocab_size:
+        raise ValueError(f"the data holds token id {int(tokens.max())}, but the model's vocabulary has "
+                         f"{vocab_size} entries: data and model use different tokenizers")
