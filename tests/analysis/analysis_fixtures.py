@@ -2,8 +2,6 @@
 tokenizer trained in the test (no hub, no files outside tmp_path)."""
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -98,16 +96,5 @@ def fake_tasks(model, tokenizer, tasks=None, limit=None, batch_size=16, device=N
     s = model.ffn_stats()[0]
     acc = s["mean_loops"] / len(s["loop_histogram"])
     res = {t: {"acc": acc, "acc_per_char": acc, "primary_metric": "acc", "primary": acc, "n": 1} for t in tasks}
-    return {"tasks": res, "average": acc}
+    return {"tasks": res, "average": acc, "ffn_stats": {t: model.ffn_stats() for t in tasks}}
 
-
-@pytest.fixture
-def fake_eval(monkeypatch):
-    """Install a ``versatileffn.eval`` module with the fixed API (the real one lives on the eval branch)."""
-    import sys
-
-    mod = types.ModuleType("versatileffn.eval")
-    mod.validation_metrics = fake_validation
-    mod.evaluate_tasks = fake_tasks
-    monkeypatch.setitem(sys.modules, "versatileffn.eval", mod)
-    return mod

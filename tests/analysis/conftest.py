@@ -3,4 +3,4 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from analysis_fixtures import cat_id, fake_eval, token_stream, tokenizer  # noqa: E402,F401
+from analysis_fixtures import cat_id, token_stream, tokenizer  # noqa: E402,F401

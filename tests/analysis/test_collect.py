@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from versatileffn.analysis import collect, find_versatile_layers, layer_table, sample_cos_matrix, token_lambda_ranking
+from versatileffn.analysis import (collect, ffn_flops_summary, find_versatile_layers, flops_config, layer_table,
+                                   sample_cos_matrix, token_lambda_ranking)
 from versatileffn.analysis.collect import sequences, token_quantities
 from versatileffn.analysis.summarize import by_position
 from versatileffn.config import VersatileFFNConfig, ffn_config_from_name
@@ -35,8 +36,11 @@ def test_forced_statistics_per_token_and_per_layer(token_stream, cat_id):
     n, n_cat = rows.size, int(is_cat.sum())
     assert 0 < n_cat < n
     n_other = n - n_cat
-    table = layer_table(traces)
+    flops = ffn_flops_summary([t.summary for t in traces], flops_config(model))
+    table = layer_table(traces, flops["per_layer"])
     base, width = swiglu_flops(32, 64), 2 * swiglu_flops(32, 8)  # micro: d 32, SwiGLU 64, 8 experts of 8
+    # this implementation: masked down projection + router for width tokens, loop head for every token
+    impl_width, impl_head = 2 * 32 * 64 + 2 * 32 * 8, 2 * 32 * 4
     for t, row in zip(traces, table):
         # the layer's own statistics
         assert row["loop_histogram"] == [0, n_other, 0, n_cat]
@@ -47,9 +51,14 @@ def test_forced_statistics_per_token_and_per_layer(token_stream, cat_id):
         assert row["expert_load"] == [0, 0.5, 0, 0, 0, 0.5, 0, 0]
         assert row["width_fraction"] == pytest.approx(n_other / n)
         assert row["ffn_flops_per_token"] == pytest.approx((base * (2 * n_other + 4 * n_cat) + width * n_other) / n)
+        assert row["ffn_flops_implementation"] == pytest.approx(
+            (base * (2 * n_other + 4 * n_cat) + impl_width * n_other) / n + impl_head)
         # per-token values from the pre-hook agree with the layer's statistics
         np.testing.assert_array_equal(t.loops, np.where(is_cat, 4, 2))
         np.testing.assert_allclose(t.lam, np.where(is_cat, 0.0, 0.5))
+    assert flops["ffn_flops_per_token"] == pytest.approx(sum(r["ffn_flops_per_token"] for r in table))
+    assert flops["paper_formula_flops"] == pytest.approx(flops["ffn_flops_per_token"])  # Table 2 formula, gated
+    assert flops["dense_ffn_flops_per_token"] == 2 * base
     loops_pos = np.asarray(by_position(traces, "loops"))
     np.testing.assert_allclose(loops_pos[0], np.where(is_cat, 4, 2).mean(axis=0))
 
@@ -117,6 +126,8 @@ def test_works_on_a_wrapper_without_the_lm_methods(token_stream):
     assert [n for n, _ in find_versatile_layers(model)] == ["inner.blocks.0.ffn", "inner.blocks.1.ffn"]
     traces, rows = collect(model, token_stream, seq_len=16)
     assert traces[0].summary["loop_histogram"] == [0, 0, rows.size, 0]
+    stats = [t.summary for t in traces]  # FLOPs from an equivalent config built from the layers
+    assert ffn_flops_summary(stats, flops_config(model)) == ffn_flops_summary(stats, model.inner.config)
 
 
 def test_clear_errors():

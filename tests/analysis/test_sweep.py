@@ -1,6 +1,4 @@
 """Executed FFN FLOPs from the statistics and the inference loop-cap sweep."""
-import sys
-
 import pytest
 
 from versatileffn.analysis import loop_cap_sweep
@@ -39,8 +37,3 @@ def test_sweep_restores_a_user_cap_and_accepts_custom_caps(token_stream):
     assert "accuracy" not in rows[0]
     assert all(layer.inference_loop_cap == 2 for layer in model.versatile_layers())
 
-
-def test_missing_eval_module_is_a_clear_error(token_stream, monkeypatch):
-    monkeypatch.setitem(sys.modules, "versatileffn.eval", None)  # import now raises ImportError
-    with pytest.raises(ValueError, match="--no-sweep"):
-        loop_cap_sweep(forced_model(None), token_stream, seq_len=16)

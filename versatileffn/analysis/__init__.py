@@ -4,8 +4,8 @@ from .analyze import draw_figures, run_analysis
 from .collect import LayerTrace, collect, find_versatile_layers, token_quantities
 from .inputs import load_analysis_model, load_analysis_tokenizer, load_analysis_tokens
 from .summarize import layer_table, sample_cos_matrix, token_lambda_ranking
-from .sweep import ffn_flops_summary, layer_ffn_flops, loop_cap_sweep
+from .sweep import ffn_flops_summary, flops_config, loop_cap_sweep
 
 __all__ = ["run_analysis", "draw_figures", "LayerTrace", "collect", "find_versatile_layers", "token_quantities",
            "load_analysis_model", "load_analysis_tokenizer", "load_analysis_tokens", "layer_table",
-           "sample_cos_matrix", "token_lambda_ranking", "ffn_flops_summary", "layer_ffn_flops", "loop_cap_sweep"]
+           "sample_cos_matrix", "token_lambda_ranking", "ffn_flops_summary", "flops_config", "loop_cap_sweep"]

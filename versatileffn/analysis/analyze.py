@@ -13,7 +13,7 @@ from . import plots
 from .collect import collect, find_versatile_layers, model_device
 from .report import render_html, write_text_atomic
 from .summarize import by_position, layer_table, sample_cos_matrix, token_lambda_ranking
-from .sweep import ffn_flops_summary, loop_cap_sweep
+from .sweep import ffn_flops_summary, flops_config, loop_cap_sweep
 
 
 def _jsonable(x):
@@ -67,6 +67,7 @@ def run_analysis(model: torch.nn.Module, tokenizer, tokens: np.ndarray, out_dir:
         print(f"analysing {len(layers)} VersatileFFN layers on {device} ...", flush=True)
     traces, rows = collect(model, tokens, seq_len, batch_size=batch_size, sample_index=sample_index)
     first = layers[0][1]
+    flops = ffn_flops_summary([t.summary for t in traces], flops_config(model))
     result: dict = {
         "model": {"path": model_path, "versatile_layers": len(layers), "layer_names": [n for n, _ in layers],
                   "max_loops": first.max_loops, "n_experts": first.n_experts, "top_k": first.top_k,
@@ -74,8 +75,8 @@ def run_analysis(model: torch.nn.Module, tokenizer, tokens: np.ndarray, out_dir:
         "data": {"sources": sources or [], "tokens": int(rows.size), "sequences": int(rows.shape[0]),
                  "seq_len": int(rows.shape[1])},
         "device": str(device),
-        "layers": layer_table(traces),
-        "flops": ffn_flops_summary(traces, getattr(model, "config", None)),
+        "layers": layer_table(traces, flops.pop("per_layer")),
+        "flops": flops,
         "loops_by_position": by_position(traces, "loops"),
         "cos_by_position": by_position(traces, "cos_out"),
         "cos_update_by_position": by_position(traces, "cos_update"),

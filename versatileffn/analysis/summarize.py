@@ -6,18 +6,18 @@ from collections import defaultdict
 import numpy as np
 
 from .collect import LayerTrace
-from .sweep import layer_ffn_flops
 
 
 def _mean(a: np.ndarray | None) -> float | None:
     return None if a is None or a.size == 0 else float(np.mean(a))
 
 
-def layer_table(traces: list[LayerTrace]) -> list[dict]:
+def layer_table(traces: list[LayerTrace], per_layer_flops: list[dict] | None = None) -> list[dict]:
     """One row per VersatileFFN layer: the layer's own statistics (loop histogram, mean loops, mean lambda,
-    expert load) plus per-token distributions (lambda histogram, branch cosine similarity) and FLOPs."""
+    expert load) plus per-token distributions (lambda histogram, branch cosine similarity) and, given
+    ``per_layer_flops`` (``ffn_flops_summary(...)["per_layer"]``), the layer's FFN FLOPs per token."""
     rows = []
-    for t in traces:
+    for i, t in enumerate(traces):
         s = t.summary
         n = s.get("tokens", 0)
         row = {"layer": t.index, "name": t.name, "mode": t.mode, "tokens": n, "max_loops": t.max_loops,
@@ -35,7 +35,9 @@ def layer_table(traces: list[LayerTrace]) -> list[dict]:
         row["width_fraction"] = t.width_tokens / n if n else 0.0
         row["mean_cos_width_depth"] = _mean(t.cos_out)
         row["mean_cos_width_depth_update"] = _mean(t.cos_update)
-        row["ffn_flops_per_token"] = layer_ffn_flops(t)
+        if per_layer_flops is not None:
+            row["ffn_flops_per_token"] = per_layer_flops[i]["paper"]
+            row["ffn_flops_implementation"] = per_layer_flops[i]["implementation"]
         rows.append(row)
     return rows
 

@@ -1,10 +1,9 @@
 """Executed FFN FLOPs from the layers' statistics, and the inference loop-cap sweep (compute vs quality).
 
-FLOPs follow the paper's Table 2 convention (versatileffn/flops.py): 2 FLOPs per multiply-accumulate, a loop
-costs one SwiGLU FFN, a token that runs the width path additionally costs its top-K virtual experts. Per layer
-and token:  base * mean executed loops + top_k * swiglu(d_model, d_expert) * (share of tokens on the width path),
-both counted exactly from ``layer.stats`` (loop histogram; expert assignments / top_k). Summed over layers this
-equals the paper's ``Base * N_mean + (MoE - Base) * P`` (``flops.paper_formula_flops``) for the gated model.
+FLOPs come from ``versatileffn.flops.executed_ffn_flops`` on the layers' own statistics (loop histograms),
+in its two conventions: ``paper`` (Table 2: a loop costs one SwiGLU FFN, a width-path token adds its top-K
+virtual experts) and ``implementation`` (what this code's eval forward computes), plus the paper's closed
+formula Base * N_mean + (MoE - Base) * P.
 """
 from __future__ import annotations
 
@@ -13,49 +12,41 @@ import time
 import numpy as np
 import torch
 
-from ..config import ModelConfig
-from ..flops import base_ffn_flops_per_token, paper_formula_flops, swiglu_flops
-from .collect import LayerTrace, fill_from_stats, find_versatile_layers, layer_trace, reset_stats, set_loop_cap
+from ..config import FFNConfig, ModelConfig
+from ..eval import evaluate_tasks, validation_metrics
+from ..eval.efficiency import merge_layer_stats
+from ..flops import base_ffn_flops_per_token, executed_ffn_flops
+from .collect import find_versatile_layers, reset_stats, set_loop_cap
 
 
-def layer_ffn_flops(trace: LayerTrace) -> float:
-    """Executed FFN FLOPs per token of one layer from its statistics (paper Table 2 convention)."""
-    n = trace.summary.get("tokens", 0)
-    if not n:
-        return 0.0
-    loop_cost = swiglu_flops(trace.d_model, trace.d_hidden)
-    width_cost = trace.top_k * swiglu_flops(trace.d_model, trace.d_expert)
-    return loop_cost * trace.summary.get("mean_loops", 0.0) + width_cost * trace.width_tokens / n
+def flops_config(model: torch.nn.Module) -> ModelConfig:
+    """The model's ModelConfig, or for a wrapper (e.g. a converted Hugging Face model) an equivalent one built
+    from its VersatileFFN layers — FFN FLOPs depend only on d_model, d_hidden, the layer count and the FFN."""
+    cfg = getattr(model, "config", None)
+    layers = [layer for _, layer in find_versatile_layers(model)]
+    if isinstance(cfg, ModelConfig) and cfg.ffn.kind == "versatile" and cfg.n_layers == len(layers):
+        return cfg
+    c = layers[0].config
+    ffn = FFNConfig(kind="versatile", n_experts=c.n_experts, top_k=c.top_k, d_expert=c.d_expert,
+                    max_loops=c.max_loops, mode=c.mode)
+    return ModelConfig(vocab_size=1, d_model=c.d_model, n_layers=len(layers), n_heads=1, d_hidden=c.d_hidden,
+                       max_seq_len=2, ffn=ffn)
 
 
-def ffn_flops_summary(traces: list[LayerTrace], config=None) -> dict:
-    """Executed FFN FLOPs per token over all VersatileFFN layers, the dense model's FFN FLOPs for comparison,
-    and (for our LM's ModelConfig) the paper's closed formula from the pooled loop statistics."""
-    executed = sum(layer_ffn_flops(t) for t in traces)
-    dense = sum(swiglu_flops(t.d_model, t.d_hidden) for t in traces)
-    out = {"ffn_flops_per_token": executed, "dense_ffn_flops_per_token": dense,
-           "ffn_flops_over_dense": executed / dense if dense else 0.0}
-    hists = [t.summary.get("loop_histogram") for t in traces]
-    if isinstance(config, ModelConfig) and all(h is not None for h in hists) and len(traces) == config.n_layers:
-        total = np.sum(hists, axis=0)
-        n = float(total.sum())
-        mean_loops = float((np.arange(1, len(total) + 1) * total).sum() / n) if n else 0.0
-        frac_below = float(total[:-1].sum() / n) if n else 0.0
-        out["mean_loops_all_layers"] = mean_loops
-        out["frac_below_max_loops"] = frac_below
-        out["paper_formula_flops"] = paper_formula_flops(config, mean_loops, frac_below)
-        out["dense_ffn_flops_per_token"] = base_ffn_flops_per_token(config)
-    return out
+def ffn_flops_summary(layer_stats: list[dict], config: ModelConfig) -> dict:
+    """Executed FFN FLOPs per token over all layers (both conventions), the Table 2 formula, the dense model's
+    FFN FLOPs for comparison, and the per-layer numbers; ``layer_stats`` = per-layer ``stats.summary()``."""
+    ex = executed_ffn_flops(config, layer_stats)
+    dense = base_ffn_flops_per_token(config)
+    return {"ffn_flops_per_token": ex["paper"], "ffn_flops_implementation": ex["implementation"],
+            "paper_formula_flops": ex["formula"], "mean_loops_all_layers": ex["mean_loops"],
+            "frac_below_max_loops": ex["frac_below_max"], "dense_ffn_flops_per_token": dense,
+            "ffn_flops_over_dense": ex["paper"] / dense, "per_layer": ex["per_layer"]}
 
 
-def read_stats(model: torch.nn.Module) -> list[LayerTrace]:
-    """Per-layer statistics accumulated since the last reset, as LayerTraces without per-token data."""
-    traces = []
-    for i, (name, layer) in enumerate(find_versatile_layers(model)):
-        t = layer_trace(i, name, layer)
-        fill_from_stats(t, layer)
-        traces.append(t)
-    return traces
+def read_stats(model: torch.nn.Module) -> list[dict]:
+    """Per-layer ``stats.summary()`` of every VersatileFFN, accumulated since the last reset."""
+    return [layer.stats.summary() for _, layer in find_versatile_layers(model)]
 
 
 def default_caps(model: torch.nn.Module) -> list[int | None]:
@@ -71,21 +62,16 @@ def loop_cap_sweep(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, cap
     executed FFN FLOPs per token measured on that validation pass, and, with ``tasks``, benchmark accuracy (and
     the FLOPs measured on the benchmark pass). The model's own cap is restored afterwards.
 
-    ``validation_fn`` / ``tasks_fn`` default to ``versatileffn.eval.validation_metrics`` / ``evaluate_tasks``.
+    ``validation_fn`` / ``tasks_fn`` (same signatures) default to ``versatileffn.eval.validation_metrics`` /
+    ``evaluate_tasks``.
     """
     layers = find_versatile_layers(model)
-    if validation_fn is None or (tasks and tasks_fn is None):
-        try:
-            from ..eval import evaluate_tasks, validation_metrics
-        except ImportError as exc:
-            raise ValueError("the loop-cap sweep needs versatileffn.eval (validation_metrics, evaluate_tasks), "
-                             f"which is not available: {exc}; skip the sweep with --no-sweep") from exc
-        validation_fn = validation_fn or validation_metrics
-        tasks_fn = tasks_fn or evaluate_tasks
+    validation_fn = validation_fn or validation_metrics
+    tasks_fn = tasks_fn or evaluate_tasks
     if tasks and tokenizer is None:
         raise ValueError("benchmark tasks need a tokenizer")
     caps = default_caps(model) if caps is None else list(caps)
-    config = getattr(model, "config", None)
+    config = flops_config(model)
     saved_caps = [layer.inference_loop_cap for _, layer in layers]
     rows = []
     try:
@@ -99,15 +85,17 @@ def loop_cap_sweep(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, cap
                    "val_bpb": None if val.get("bpb") is None else float(val["bpb"]),
                    "val_tokens": int(val["tokens"])}
             stats = read_stats(model)
-            row.update(ffn_flops_summary(stats, config))
-            row["mean_loops_per_layer"] = [t.summary.get("mean_loops") for t in stats]
+            flops = ffn_flops_summary(stats, config)
+            row.update({k: v for k, v in flops.items() if k != "per_layer"})
+            row["mean_loops_per_layer"] = [st.get("mean_loops") for st in stats]
             if tasks:
-                reset_stats(model, layers)
                 res = tasks_fn(model, tokenizer, tasks=tasks, limit=task_limit, batch_size=batch_size,
                                device=device, progress=progress)
                 row["accuracy"] = float(res["average"])
                 row["tasks"] = {name: float(r["primary"]) for name, r in res["tasks"].items()}
-                row["task_ffn_flops_per_token"] = ffn_flops_summary(read_stats(model), config)["ffn_flops_per_token"]
+                if res.get("ffn_stats"):  # per-task statistics (our LM): FLOPs over every benchmark token
+                    merged = merge_layer_stats(res["ffn_stats"])
+                    row["task_ffn_flops_per_token"] = executed_ffn_flops(config, merged)["paper"]
             row["seconds"] = time.perf_counter() - t0
             rows.append(row)
             if progress:
