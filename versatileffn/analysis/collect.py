@@ -66,7 +66,10 @@ def token_quantities(layer: VersatileFFN, h_btd: torch.Tensor) -> dict[str, torc
     if layer.uses_depth:
         L = layer.max_loops
         loops_n = layer._predicted_loops(h_nd)
-        lam_n = torch.full(loops_n.shape, 0.5, device=loops_n.device) if layer.mode == "ungated" else (L - loops_n).float() / L  # Eq. 13
+        if layer.mode == "ungated":
+            lam_n = torch.full(loops_n.shape, 0.5, device=loops_n.device)
+        else:
+            lam_n = (L - loops_n).float() / L  # Eq. 13 at inference
         cur = h_nd + layer.down_proj(a_nh)  # H^(1)
         y_depth = cur.clone()
         for loop in range(2, int(loops_n.max()) + 1):

@@ -2,6 +2,7 @@
 (prepared token folders, or raw .txt / .jsonl files tokenized with the model's tokenizer)."""
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from ..io import FORMAT as MODEL_FORMAT
 from ..io import load_model
 from ..tokenizer import Tokenizer, load_tokenizer
 
-TEXT_SUFFIXES = (".txt", ".jsonl")
+TEXT_SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
 
 
 def load_analysis_model(path: str | Path, device: str = "cpu"):
@@ -53,11 +54,22 @@ def load_analysis_tokenizer(model_dir: str | Path, spec: str | None = None) -> T
     return load_tokenizer(f)
 
 
+def _text_suffix(path: Path) -> str | None:
+    return next((s for s in TEXT_SUFFIXES if path.name.endswith(s)), None)
+
+
 def _text_documents(path: Path, text_key: str) -> list[str]:
-    if path.suffix == ".txt":
-        return [path.read_text(encoding="utf-8")]
+    suffix = _text_suffix(path)
+    opener = gzip.open if suffix.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"could not read {path}: {exc}") from exc
+    if suffix.startswith(".txt"):
+        return [text]
     docs = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -70,17 +82,18 @@ def _text_documents(path: Path, text_key: str) -> list[str]:
     return docs
 
 
-def load_analysis_tokens(paths: list[str | Path], tokenizer: Tokenizer, split: str = "val",
-                         text_key: str = "text") -> tuple[np.ndarray, int | None, list[dict]]:
+def load_analysis_tokens(paths: list[str | Path], tokenizer: Tokenizer, split: str = "val", text_key: str = "text",
+                         max_tokens: int | None = None) -> tuple[np.ndarray, int | None, list[dict]]:
     """Concatenate the token streams of ``paths``: prepared token folders (split ``split``) or .txt (one
-    document per file) / .jsonl (one document per line, field ``text_key``) files, tokenized with
-    ``tokenizer`` with one EOS after each document (the prepared format's convention).
+    document per file) / .jsonl (one document per line, field ``text_key``) files, optionally gzipped,
+    tokenized with ``tokenizer`` with one EOS after each document (the prepared format's convention).
 
+    Text files stop being tokenized once ``max_tokens`` tokens are collected (the stream may be longer).
     Returns (token ids, UTF-8 bytes of the text or None when a folder does not record it, source list).
     """
     if not paths:
         raise ValueError("no --data given: pass a prepared token folder or .txt/.jsonl file(s)")
-    streams, sources, n_bytes = [], [], 0
+    streams, sources, n_bytes, total = [], [], 0, 0
     for p in map(Path, paths):
         if p.is_dir():
             index = read_index(p)
@@ -92,19 +105,26 @@ def load_analysis_tokens(paths: list[str | Path], tokenizer: Tokenizer, split: s
             n_bytes = None if n_bytes is None or not meta.get("bytes") else n_bytes + int(meta["bytes"])
             sources.append({"path": str(p), "kind": "tokens", "split": split, "tokens": int(len(toks))})
         elif p.is_file():
-            if p.suffix not in TEXT_SUFFIXES:
+            if _text_suffix(p) is None:
                 raise ValueError(f"{p}: --data takes a prepared token folder or a {'/'.join(TEXT_SUFFIXES)} file")
             docs = [d for d in _text_documents(p, text_key) if d.strip()]
             if not docs:
                 raise ValueError(f"{p} holds no text")
-            ids = [t for d in docs for t in (*tokenizer.encode(d), tokenizer.eos_id)]
+            ids: list[int] = []
+            for i, doc in enumerate(docs):  # stop tokenizing once enough tokens are collected
+                if max_tokens is not None and total + len(ids) >= max_tokens:
+                    docs = docs[:i]
+                    break
+                ids += [*tokenizer.encode(doc), tokenizer.eos_id]
             toks = np.asarray(ids, dtype=np.int64)
             if n_bytes is not None:
                 n_bytes += sum(len(d.encode("utf-8")) for d in docs)
-            sources.append({"path": str(p), "kind": p.suffix[1:], "documents": len(docs), "tokens": int(len(toks))})
+            sources.append({"path": str(p), "kind": _text_suffix(p)[1:], "documents": len(docs),
+                            "tokens": int(len(toks))})
         else:
             raise FileNotFoundError(f"--data path not found: {p}")
         streams.append(toks)
+        total += len(toks)
     return np.concatenate(streams), n_bytes, sources
 
 

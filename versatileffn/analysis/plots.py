@@ -152,7 +152,8 @@ def cos_layers_positions(cos_lt: list[list[float]], path: Path, max_bins: int = 
                    extent=(0, starts[-1] + (starts[1] - starts[0] if len(starts) > 1 else 1), len(binned) - 0.5, -0.5))
     fig.colorbar(im, ax=ax, label="cosine similarity")
     ax.set_yticks(range(len(binned)), [str(i) for i in range(len(binned))])
-    ax.set(xlabel="position in sequence", ylabel="layer", title="Width vs depth output, same token (mean over sequences)")
+    ax.set(xlabel="position in sequence", ylabel="layer",
+           title="Width vs depth output, same token (mean over sequences)")
     return _save(fig, path)
 
 

@@ -110,7 +110,8 @@ def render_html(result: dict, figures: dict[str, Path]) -> str:
         if key == "loop_cap_sweep":
             sweep = result["loop_cap_sweep"]
             has_acc = any("accuracy" in r for r in sweep)
-            header = ["loop cap", "val loss", "val ppl", "FFN MFLOPs/token", "× dense"] + (["accuracy"] if has_acc else [])
+            header = ["loop cap", "val loss", "val ppl", "FFN MFLOPs/token", "× dense"]
+            header += ["accuracy"] if has_acc else []
             parts.append(_table(header, [["none" if r["cap"] is None else r["cap"], r["val_loss"], r["val_ppl"],
                                           r["ffn_flops_per_token"] / 1e6, r["ffn_flops_over_dense"]]
                                          + ([r.get("accuracy")] if has_acc else []) for r in sweep]))

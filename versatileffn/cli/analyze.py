@@ -25,7 +25,7 @@ def register(sub) -> None:
                        description="Writes OUT/report.html (self-contained), OUT/analysis.json and OUT/*.png.")
     p.add_argument("--model", required=True, help="model folder (ours, or a converted Hugging Face one)")
     p.add_argument("--data", required=True, nargs="+",
-                   help="prepared token folder(s) (split --split) and/or .txt / .jsonl text file(s)")
+                   help="prepared token folder(s) (split --split) and/or .txt / .jsonl (.gz) text file(s)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", default="val", help="split of prepared token folders (default val)")
     p.add_argument("--text-key", default="text", help="field holding the text in .jsonl files")
@@ -53,7 +53,7 @@ def run(args) -> int:
         raise ValueError(f"--max-tokens must be >= 2; got {args.max_tokens}")
     model = load_analysis_model(args.model, args.device)
     tokenizer = load_analysis_tokenizer(args.model, args.tokenizer)
-    tokens, n_bytes, sources = load_analysis_tokens(args.data, tokenizer, args.split, args.text_key)
+    tokens, n_bytes, sources = load_analysis_tokens(args.data, tokenizer, args.split, args.text_key, args.max_tokens)
     check_vocab(tokens, getattr(getattr(model, "config", None), "vocab_size", None))
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     run_analysis(model, tokenizer, tokens, args.out, layer=args.layer, seq_len=args.seq_len,
