@@ -142,3 +142,23 @@ def test_clear_errors():
     assert sequences(np.arange(3), 8).shape == (1, 3)
     with pytest.raises(ValueError, match="sample index"):
         collect(forced_model(None, loops_other=1), np.arange(20), seq_len=8, sample_index=5)
+
+
+@pytest.mark.parametrize("ffn, figures", [
+    ("versatile-width", {"expert_load"}),
+    ("versatile-ungated", {"loops_per_layer", "loop_histogram", "lambda_distribution", "expert_load",
+                           "loops_vs_position", "cos_sample_heatmap", "cos_layers_positions", "cos_per_layer",
+                           "wordcloud_low_lambda", "wordcloud_high_lambda"}),
+])
+def test_ablation_modes_get_the_pictures_their_paths_allow(ffn, figures, tmp_path, token_stream, tokenizer):
+    from versatileffn.analysis import run_analysis
+
+    model = forced_model(cat_id=None, loops_other=2, ffn=ffn)
+    result = run_analysis(model, tokenizer, token_stream, tmp_path, seq_len=16, sweep=False, progress=False)
+    assert set(result["figures"]) == figures
+    row = result["layers"][0]
+    assert row["expert_load"] == [0, 0.5, 0, 0.5, 0, 0, 0, 0]
+    if ffn == "versatile-ungated":  # lambda fixed at 0.5, every token on both paths
+        assert row["lambda_histogram"] == {"0.5": row["tokens"]} and row["width_fraction"] == 1.0
+    else:
+        assert "mean_loops" not in row and result["flops"]["mean_loops_all_layers"] is None

@@ -57,7 +57,7 @@ def token_quantities(layer: VersatileFFN, h_btd: torch.Tensor) -> dict[str, torc
     """Per-token l_hat, lambda, branch outputs and their cosine similarities for one layer input H [B, T, d].
 
     Returns [B, T] tensors ``loops``, ``lam``, ``cos_out``, ``cos_update`` (None where the layer's mode has no
-    such quantity) and [B, T, d] ``y_width`` / ``y_depth``.
+    such quantity) and [B, T, d] ``y_width`` / ``y_depth``, on the layer's device.
     """
     B, T, d = h_btd.shape
     h_nd = h_btd.reshape(-1, d)
@@ -82,7 +82,7 @@ def token_quantities(layer: VersatileFFN, h_btd: torch.Tensor) -> dict[str, torc
     if y_width is not None and y_depth is not None:
         cos_out = F.cosine_similarity(y_width.float(), y_depth.float(), dim=-1)
         cos_update = F.cosine_similarity((y_width - h_nd).float(), (y_depth - h_nd).float(), dim=-1)
-    bt = lambda t: None if t is None else t.reshape(B, T, *t.shape[1:]).cpu()  # noqa: E731
+    bt = lambda t: None if t is None else t.reshape(B, T, *t.shape[1:])  # noqa: E731
     return {"loops": bt(loops_n), "lam": bt(lam_n), "cos_out": bt(cos_out), "cos_update": bt(cos_update),
             "y_width": bt(y_width), "y_depth": bt(y_depth)}
 
@@ -172,12 +172,12 @@ def collect(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_size
             q = token_quantities(module, args[0])
             for key in parts[i]:
                 if q[key] is not None:
-                    parts[i][key].append(q[key].numpy())
+                    parts[i][key].append(q[key].cpu().numpy())
             row = sample_index - batch_start[0]
-            if 0 <= row < args[0].shape[0]:
+            if 0 <= row < args[0].shape[0]:  # only the heatmap sample's full outputs leave the device
                 for key, attr in (("y_width", "sample_width"), ("y_depth", "sample_depth")):
                     if q[key] is not None:
-                        setattr(traces[i], attr, q[key][row].float().numpy())
+                        setattr(traces[i], attr, q[key][row].float().cpu().numpy())
         return hook
 
     handles = [layer.register_forward_pre_hook(make_hook(i)) for i, (_, layer) in enumerate(layers)]
