@@ -25,7 +25,8 @@ def register(sub) -> None:
                        description="Writes OUT/report.html (self-contained), OUT/analysis.json and OUT/*.png.")
     p.add_argument("--model", required=True, help="model folder (ours, or a converted Hugging Face one)")
     p.add_argument("--data", required=True, nargs="+",
-                   help="prepared token folder(s) (split --split) and/or .txt / .jsonl (.gz) text file(s)")
+                   help="prepared token folder(s) (split --split), .txt / .jsonl (.gz) text file(s), and/or "
+                        "task:NAME (a benchmark's questions with their gold answers, e.g. task:arc_challenge)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", default="val", help="split of prepared token folders (default val)")
     p.add_argument("--text-key", default="text", help="field holding the text in .jsonl files")
