@@ -108,6 +108,7 @@ def test_word_ranking_puts_the_forced_token_at_low_lambda(token_stream, cat_id, 
                                  "mean_loops": 4.0}
     assert all(e["mean_lambda"] == 0.75 and e["token"] != "cat" for e in ranking["high"])
     assert ranking["high"][0]["token"] == "the"  # ties broken by frequency
+    assert ranking["distinct_lambda"]
     assert all(e["count"] >= 2 for e in ranking["low"] + ranking["high"])
 
 
@@ -160,5 +161,7 @@ def test_ablation_modes_get_the_pictures_their_paths_allow(ffn, figures, tmp_pat
     assert row["expert_load"] == [0, 0.5, 0, 0.5, 0, 0, 0, 0]
     if ffn == "versatile-ungated":  # lambda fixed at 0.5, every token on both paths
         assert row["lambda_histogram"] == {"0.5": row["tokens"]} and row["width_fraction"] == 1.0
+        assert not result["word_cloud"]["distinct_lambda"]  # the report says the low/high split is arbitrary
+        assert "split into low and high is arbitrary" in (tmp_path / "report.html").read_text()
     else:
         assert "mean_loops" not in row and result["flops"]["mean_loops_all_layers"] is None

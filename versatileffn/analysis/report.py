@@ -100,8 +100,10 @@ def render_html(result: dict, figures: dict[str, Path]) -> str:
         parts.append(_img(figures[key], heading))
         if key == "wordcloud_high_lambda":
             wc = result["word_cloud"]
+            note = "" if wc.get("distinct_lambda") else (" <b>All ranked texts have the same mean λ, so the "
+                                                         "split into low and high is arbitrary.</b>")
             parts.append(f"<p>Layer {wc['layer']}; {wc['ranked']} token texts seen at least {wc.get('min_count')} "
-                         "times were ranked.</p>")
+                         f"times were ranked.{note}</p>")
             for side in ("low", "high"):
                 parts.append(f"<h3>{'Lowest' if side == 'low' else 'Highest'} mean λ</h3>")
                 parts.append(_table(["token", "count", "mean λ", "mean loops"],

@@ -101,4 +101,7 @@ def token_lambda_ranking(trace: LayerTrace, rows: np.ndarray, tokenizer, top: in
     k = min(top, (len(entries) + 1) // 2)  # each side at most half, so the two lists differ
     low = sorted(entries, key=lambda e: (e["mean_lambda"], -e["count"], e["token"]))[:k]
     high = sorted(entries, key=lambda e: (-e["mean_lambda"], -e["count"], e["token"]))[:k]
-    return {"layer": trace.index, "min_count": min_count, "ranked": len(entries), "low": low, "high": high}
+    # when every ranked text has the same mean lambda (a collapsed loop head) the split says nothing
+    distinct = len({e["mean_lambda"] for e in entries}) > 1
+    return {"layer": trace.index, "min_count": min_count, "ranked": len(entries), "distinct_lambda": distinct,
+            "low": low, "high": high}
