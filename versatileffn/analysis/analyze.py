@@ -37,7 +37,7 @@ def default_seq_len(model: torch.nn.Module, cap: int = 512) -> int:
 
 def run_analysis(model: torch.nn.Module, tokenizer, tokens: np.ndarray, out_dir: str | Path, *, layer: int = 0,
                  seq_len: int | None = None, batch_size: int = 8, max_tokens: int | None = None,
-                 sample_index: int = 0, heatmap_positions: int = 64, top_words: int = 50, min_count: int = 2,
+                 sample_index: int = 0, heatmap_positions: int = 64, top_words: int = 50, min_count: int = 3,
                  sweep: bool = True, caps: list[int | None] | None = None, tasks: list[str] | None = None,
                  task_limit: int | None = None, n_bytes: int | None = None, sources: list[dict] | None = None,
                  model_path: str | None = None, progress: bool = True, validation_fn=None,

@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("--sample", type=int, default=0, help="sequence index for the cosine heatmap")
     p.add_argument("--heatmap-positions", type=int, default=64, help="positions shown in the sample heatmap")
     p.add_argument("--top-words", type=int, default=50, help="tokens per word cloud / ranked list")
-    p.add_argument("--min-count", type=int, default=2, help="rank only token texts seen at least this often")
+    p.add_argument("--min-count", type=int, default=3, help="rank only token texts seen at least this often")
     p.add_argument("--no-sweep", action="store_true", help="skip the inference loop-cap sweep")
     p.add_argument("--caps", type=_caps, default=None, help="loop caps to sweep, e.g. 1,2,none (default 1..L_max,none)")
     p.add_argument("--tasks", default=None, help="comma-separated benchmark tasks for the sweep (default: none)")
