@@ -20,12 +20,17 @@ from .collect import find_versatile_layers, reset_stats, set_loop_cap
 
 
 def flops_config(model: torch.nn.Module) -> ModelConfig:
-    """The model's ModelConfig, or for a wrapper (e.g. a converted Hugging Face model) an equivalent one built
-    from its VersatileFFN layers — FFN FLOPs depend only on d_model, d_hidden, the layer count and the FFN."""
+    """The ModelConfig that FFN FLOP accounting needs: our LM's config, a converted Hugging Face model's
+    ``ffn_model_config()``, or for any other wrapper one built from its VersatileFFN layers (FFN FLOPs depend
+    only on d_model, d_hidden, the layer count and the FFN options)."""
     cfg = getattr(model, "config", None)
     layers = [layer for _, layer in find_versatile_layers(model)]
     if isinstance(cfg, ModelConfig) and cfg.ffn.kind == "versatile" and cfg.n_layers == len(layers):
         return cfg
+    if callable(getattr(model, "ffn_model_config", None)):
+        cfg = model.ffn_model_config()
+        if isinstance(cfg, ModelConfig) and cfg.n_layers == len(layers):
+            return cfg
     c = layers[0].config
     ffn = FFNConfig(kind="versatile", n_experts=c.n_experts, top_k=c.top_k, d_expert=c.d_expert,
                     max_loops=c.max_loops, mode=c.mode)
