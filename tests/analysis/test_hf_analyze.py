@@ -8,7 +8,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 hf = pytest.importorskip("versatileffn.hf.convert")
 
-from versatileffn.analysis import collect  # noqa: E402
+from versatileffn.analysis import collect, ffn_flops_summary, flops_config  # noqa: E402
 from versatileffn.cli import main  # noqa: E402
 
 TINY = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -37,6 +37,10 @@ def test_per_token_loops_match_the_layer_statistics(arch, token_stream):
         assert hist == t.summary["loop_histogram"] == s["loop_histogram"]
         assert len(set(t.loops.reshape(-1).tolist())) >= 2
         assert np.isfinite(t.cos_out).all()
+    if hasattr(model, "ffn_model_config"):  # FLOPs use the model's own FFN config
+        assert flops_config(model) == model.ffn_model_config()
+    flops = ffn_flops_summary([t.summary for t in traces], flops_config(model))
+    assert flops["dense_ffn_flops_per_token"] == 2 * 6 * 32 * 64 and flops["ffn_flops_per_token"] > 0
 
 
 def test_cli_on_a_saved_converted_model(tmp_path, tokenizer, token_stream):
