@@ -40,7 +40,8 @@ def loops_per_layer(layers: list[dict], path: Path) -> Path:
     fig = _figure()
     ax = fig.add_subplot()
     means = [r.get("mean_loops", 0.0) for r in layers]
-    ax.bar(range(len(layers)), means, color="#3b6ea8")
+    bars = ax.bar(range(len(layers)), means, color="#3b6ea8")
+    ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
     max_loops = max(r["max_loops"] for r in layers)
     ax.axhline(max_loops, color="grey", ls="--", lw=1, label=f"L_max = {max_loops}")
     ax.set_xticks(range(len(layers)), _layer_labels(layers))
