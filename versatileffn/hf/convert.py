@@ -6,6 +6,7 @@ layer's ``versatile_ffn``) plus freshly initialised router / loop-head weights; 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -107,13 +108,20 @@ def convert_dense_model(model_or_path, ffn_options: dict | None = None, dtype: t
     fields = {k: v for k, v in src.to_dict().items() if k not in ("model_type", "architectures", "auto_map")}
     config = config_cls.from_dict({**fields, "versatile_ffn": options, "base_model_type": arch.model_type})
     config.architectures = [model_cls.__name__]
-    with torch.random.fork_rng(devices=[]):  # seeded head init without touching the caller's RNG
+    ref_param = next(dense.parameters())
+    if not ref_param.dtype.is_floating_point:
+        raise ValueError(f"the dense model's weights are {ref_param.dtype} (quantized?); load it in a float dtype")
+    with torch.random.fork_rng(devices=[]), _default_dtype(ref_param.dtype):  # seeded, in the dense dtype
         if seed is not None:
             torch.manual_seed(seed)
         model = model_cls(config)
-    ref_param = next(dense.parameters())
     model.to(device=ref_param.device, dtype=ref_param.dtype)
     missing, unexpected = model.load_state_dict(versatile_state_dict(dense.state_dict(), arch), strict=False)
+    own_buffers = dict(model.named_buffers())
+    for name, buf in dense.named_buffers():  # RoPE tables etc. (not in state_dict) exactly as the dense model's
+        if name in own_buffers:
+            owner, _, leaf = name.rpartition(".")
+            model.get_submodule(owner)._buffers[leaf] = buf.detach().clone()
     fresh = re.compile(r"^model\.layers\.\d+\.versatile_ffn\.(router\.weight|loop_predictor\.weight|tau)$")
     missing = [k for k in missing if not fresh.match(k)]
     if missing or unexpected:
@@ -123,6 +131,17 @@ def convert_dense_model(model_or_path, ffn_options: dict | None = None, dtype: t
         model.generation_config = dense.generation_config
     model.refresh_ffn_buffers()
     return model.eval()
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    """Build in the dense model's dtype: no fp32 copy of a bf16 model on the way (peak = 2x the model)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def copy_tokenizer_files(source, out_dir: str | Path) -> list[str]:
