@@ -7,6 +7,7 @@ layer's ``versatile_ffn``) plus freshly initialised router / loop-head weights; 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 import shutil
@@ -94,8 +95,9 @@ def convert_dense_model(model_or_path, ffn_options: dict | None = None, dtype: t
 
     ffn_options: VersatileFFN hyper-parameters (n_experts, top_k, d_expert, max_loops, mode, tau_start,
     tau_end, tau_decay, balance_loss_coef); the defaults are the paper's. The router and loop head are
-    initialised with ``torch.Generator(seed)`` (normal, std = the model's initializer_range); every
-    other weight is the dense model's, unchanged. Returns the model in eval mode, in the dense model's dtype.
+    initialised under ``torch.manual_seed(seed)`` (normal, std = the model's initializer_range; the caller's RNG
+    state is restored); every other weight is a copy of the dense model's. Returns the model in eval mode, on
+    the dense model's device, in its dtype (the Gumbel temperature stays fp32).
     """
     dense = load_dense_model(model_or_path, dtype=dtype, **from_pretrained_kwargs)
     src = dense.config
@@ -128,7 +130,7 @@ def convert_dense_model(model_or_path, ffn_options: dict | None = None, dtype: t
         raise ValueError(f"dense -> VersatileFFN weight mapping failed: missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]}")
     if getattr(dense, "generation_config", None) is not None:
-        model.generation_config = dense.generation_config
+        model.generation_config = copy.deepcopy(dense.generation_config)
     model.refresh_ffn_buffers()
     return model.eval()
 
@@ -221,7 +223,7 @@ def export_dense(model: VersatileCausalLMMixin | str | os.PathLike, out_dir: str
     dense = getattr(transformers, arch.causal_lm_class)(dense_config).to(dtype=ref_param.dtype)
     dense.load_state_dict({k: v.to("cpu") for k, v in dense_state_dict(model).items()}, strict=True)
     if getattr(model, "generation_config", None) is not None:
-        dense.generation_config = model.generation_config
+        dense.generation_config = copy.deepcopy(model.generation_config)
 
     def write(tmp: Path) -> None:
         dense.save_pretrained(tmp, safe_serialization=True)
