@@ -299,3 +299,15 @@ def test_stats_summary_and_reset():
     assert sum(s["expert_load"]) == pytest.approx(1.0)
     layer.reset_stats()
     assert layer.stats.summary()["tokens"] == 0
+
+
+def test_bf16_cast_keeps_tau_fp32_and_runs():
+    layer = make().to(torch.bfloat16)
+    assert layer.tau.dtype == torch.float32 and layer.gate_proj.weight.dtype == torch.bfloat16
+    layer.anneal_temperature()
+    assert float(layer.tau) < 5.0  # in bf16 the product would round back to 5.0
+    x = torch.randn(2, 6, D, dtype=torch.bfloat16)
+    y = layer.train()(x)
+    y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    assert layer.eval()(x).dtype == torch.bfloat16

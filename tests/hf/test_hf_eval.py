@@ -27,6 +27,11 @@ def test_versatileffn_eval_reads_a_converted_model(tmp_path):
     rec = json.loads(out.read_text())
     assert rec["model"]["kind"] == "hf" and rec["model"]["model_type"] == "versatileffn_llama"
     assert rec["tasks"]["sciq"]["n"] == 2
+    # converted models report what VersatileLM reports: new parameters, executed loops, FFN FLOPs
+    assert rec["params"]["added_over_dense"] == 2 * 32 * (4 + 2)  # router (N=4) + loop head (L=2) per layer
+    layers = rec["ffn_stats"]["sciq"]
+    assert len(layers) == 2 and all(sum(s["loop_histogram"]) == s["tokens"] > 0 for s in layers)
+    assert rec["flops"]["all_tasks"]["paper"] == pytest.approx(rec["flops"]["all_tasks"]["formula"])
 
 
 def test_ffn_model_config_drives_the_flop_accounting(make_dense, ffn_options, input_ids):

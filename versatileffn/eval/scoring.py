@@ -369,7 +369,8 @@ def score_token_requests(model, pairs_tok: list[tuple[list[int], list[int]]], ba
 
 
 def _ffn_stats(model) -> list[dict] | None:
-    return model.ffn_stats() if isinstance(model, VersatileLM) else None
+    """Per-layer FFN statistics for our LM and for converted HF models (same driver API); None otherwise."""
+    return model.ffn_stats() if hasattr(model, "ffn_stats") else None
 
 
 def evaluate_tasks(model, tokenizer, tasks=None, limit: int | None = None, batch_size: int = 16, device=None,

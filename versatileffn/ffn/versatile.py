@@ -99,6 +99,15 @@ class VersatileFFN(DenseFFN):
     def set_temperature(self, value: float) -> None:
         self.tau.fill_(value)
 
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(bfloat16)`` / ``.half()`` keep tau in fp32: in bf16, 5.0 * 0.99984 rounds back to 5.0 and the
+        schedule would never anneal."""
+        tau = self._buffers["tau"]
+        out = super()._apply(fn, *args, **kwargs)
+        if self._buffers["tau"].dtype != torch.float32:
+            self._buffers["tau"] = tau.to(device=self._buffers["tau"].device, dtype=torch.float32)
+        return out
+
     # ------------------------------------------------------------------------------------- statistics
 
     def reset_stats(self) -> None:
@@ -128,7 +137,7 @@ class VersatileFFN(DenseFFN):
         """Eq. 6-8 through the mask identity: Y_width = H + W_out (a * m). Returns (y, logits, experts)."""
         logits_ne = fp32_logits(h_nd, self.router.weight)  # router sees the un-normalised H (Sec. 3.2)
         _, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
-        mask_nh = (dense_gates_ne @ self.expert_membership).to(a_nh.dtype)
+        mask_nh = (dense_gates_ne @ self.expert_membership.to(dense_gates_ne.dtype)).to(a_nh.dtype)
         return h_nd + self.down_proj(a_nh * mask_nh), logits_ne, experts_nk
 
     def _loop_sample(self, h_nd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -209,16 +209,6 @@ class VersatileCausalLMMixin:
         model.refresh_ffn_buffers()
         return model
 
-    def _apply(self, fn, *args, **kwargs):
-        """``.to(bfloat16)`` / ``.half()`` keep the Gumbel temperature in fp32: in bf16, tau * 0.99984 rounds back
-        to tau and the schedule would never anneal."""
-        layers = [getattr(layer, "versatile_ffn", None) for layer in getattr(getattr(self, "model", None), "layers", [])]
-        taus = [(m, m.tau) for m in layers if m is not None]  # none yet while the base class is being built
-        out = super()._apply(fn, *args, **kwargs)
-        for m, tau in taus:
-            m._buffers["tau"] = tau.to(device=m.tau.device, dtype=torch.float32)
-        return out
-
     @torch.no_grad()
     def refresh_ffn_buffers(self) -> None:
         """Rebuild what is not saved: expert membership (loaders may leave it uninitialised) and statistics;
