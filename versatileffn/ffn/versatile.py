@@ -15,15 +15,24 @@ Two identities make this cheaper than the paper's description without changing i
 Training runs every token through all L_max loops (Algorithm 1: the loop head's straight-through
 gradient needs every H^(l)); eval mode runs each token exactly its predicted loops on a shrinking,
 sorted batch and runs the width path only for tokens with lambda > 0 ("Inference Optimization").
+
+Exact-gradient depth (``depth_grad``): the forward value of p is one-hot(l_hat), so dY/dH^(l) = 0 for
+every l != l_hat and no gradient flows through loops after a token's sampled depth; only the loop
+head's straight-through term <dY, H^(l)> needs their VALUES. "exact" sorts tokens by l_hat once (one
+host sync per layer) and runs loop l with autograd only on the tokens with l_hat >= l, the rest under
+no_grad: the same gradients to rounding, about half the backward FLOPs for a uniform loop mix.
+"full" is Algorithm 1 as written (sync-free, ``torch.compile(fullgraph=True)``-able); "auto" picks
+"exact" on CUDA outside compilation and "full" elsewhere.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from ..config import VersatileFFNConfig
+from ..config import DEPTH_GRAD_MODES, VersatileFFNConfig
 from .common import attach_aux_loss, check_sublayer_input, fp32_logits, switch_balance_loss, top_k_gates
 from .dense import DenseFFN
+from .fast import is_recomputing, select_loop_states
 from .stats import FFNStats
 
 
@@ -45,8 +54,11 @@ class VersatileFFN(DenseFFN):
         for k, (lo, hi) in enumerate(config.expert_slices()):
             membership[k, lo:hi] = 1.0
         self.register_buffer("expert_membership", membership, persistent=False)
+        # experts tile the hidden units exactly (the paper's default): the mask is a per-expert broadcast
+        self.experts_tile = config.expert_stride == config.expert_dim and config.n_experts * config.expert_dim == config.d_hidden
         self.register_buffer("tau", torch.tensor(float(config.tau_start)))  # Gumbel temperature, saved
         self.inference_loop_cap: int | None = None  # runtime knob: clip predicted loops at inference
+        self.depth_grad = config.depth_grad  # runtime knob: "auto" | "full" | "exact" (module docstring)
         self.reset_head_parameters()
         self.reset_stats()
 
@@ -110,17 +122,21 @@ class VersatileFFN(DenseFFN):
     @torch.no_grad()
     def _record(self, n: int, loops_n: torch.Tensor | None, lam_n: torch.Tensor | None,
                 experts_nk: torch.Tensor | None) -> None:
+        if is_recomputing():  # activation checkpointing re-runs the forward: count each token once
+            return
         s = self.stats
         dev = self.down_proj.weight.device
         if s.n_tokens.device != dev:
             self.stats = s = s.to(dev)
         s.n_tokens += n
+        # index_add_ rather than bincount: static output shape, so torch.compile keeps one graph
         if loops_n is not None:
-            s.loop_counts += torch.bincount(loops_n - 1, minlength=self.max_loops).to(s.loop_counts)
+            s.loop_counts.index_add_(0, loops_n - 1, torch.ones_like(loops_n, dtype=s.loop_counts.dtype))
         if lam_n is not None:
             s.lambda_sum += lam_n.sum().to(s.lambda_sum)
         if experts_nk is not None:
-            s.expert_counts += torch.bincount(experts_nk.reshape(-1), minlength=self.n_experts).to(s.expert_counts)
+            flat = experts_nk.reshape(-1)
+            s.expert_counts.index_add_(0, flat, torch.ones_like(flat, dtype=s.expert_counts.dtype))
 
     # ------------------------------------------------------------------------------------------ paths
 
@@ -128,8 +144,12 @@ class VersatileFFN(DenseFFN):
         """Eq. 6-8 through the mask identity: Y_width = H + W_out (a * m). Returns (y, logits, experts)."""
         logits_ne = fp32_logits(h_nd, self.router.weight)  # router sees the un-normalised H (Sec. 3.2)
         _, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
-        mask_nh = (dense_gates_ne @ self.expert_membership).to(a_nh.dtype)
-        return h_nd + self.down_proj(a_nh * mask_nh), logits_ne, experts_nk
+        if self.experts_tile:  # m = gate of the unit's one expert: a broadcast, no [n, d_hidden] mask in memory
+            n = a_nh.shape[0]
+            masked_nh = (a_nh.view(n, self.n_experts, -1) * dense_gates_ne.to(a_nh.dtype).unsqueeze(-1)).view(n, -1)
+        else:  # overlapping windows: units shared by two selected experts get the sum of their gates
+            masked_nh = a_nh * (dense_gates_ne @ self.expert_membership.to(dense_gates_ne.dtype)).to(a_nh.dtype)
+        return h_nd + self.down_proj(masked_nh), logits_ne, experts_nk
 
     def _loop_sample(self, h_nd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 10 with straight-through: forward value one-hot(argmax), gradient of the soft p."""
@@ -148,8 +168,32 @@ class VersatileFFN(DenseFFN):
         return loops_n
 
     def _fuse(self, y_width: torch.Tensor, y_depth: torch.Tensor, lam_n: torch.Tensor) -> torch.Tensor:
-        lam = lam_n.to(y_depth.dtype).unsqueeze(-1)
-        return lam * y_width + (1 - lam) * y_depth  # Eq. 3
+        # Eq. 3, lambda Y_width + (1 - lambda) Y_depth, as one lerp kernel (fp32 arithmetic inside)
+        return torch.lerp(y_depth, y_width, lam_n.to(y_depth.dtype).unsqueeze(-1))
+
+    def _exact_depth_grad(self, h_nd: torch.Tensor) -> bool:
+        if self.depth_grad not in DEPTH_GRAD_MODES:
+            raise ValueError(f"depth_grad must be one of {DEPTH_GRAD_MODES}; got {self.depth_grad!r}")
+        if self.depth_grad == "auto":  # the sorted path syncs once per layer: not inside a compiled graph
+            return h_nd.is_cuda and not torch.compiler.is_compiling()
+        return self.depth_grad == "exact"
+
+    def _depth_states(self, h_nd: torch.Tensor, a_nh: torch.Tensor, n_grad: list[int] | None) -> list[torch.Tensor]:
+        """H^(1..L) (Eq. 9). n_grad[l]: rows (sorted by l_hat, descending) that need loop l's backward graph;
+        None: every row. The other rows still run loop l (their values feed the loop head's gradient)."""
+        n = h_nd.shape[0]
+        states = [h_nd + self.down_proj(a_nh)]  # H^(1): every token has l_hat >= 1
+        for loop in range(2, self.max_loops + 1):
+            k = n if n_grad is None else n_grad[loop]
+            cur = states[-1]
+            if k == n:
+                states.append(self.step(cur))
+                continue
+            parts = [self.step(cur[:k])] if k > 0 else []
+            with torch.no_grad():  # tokens with l_hat < loop: dY/dH^(loop) = p_loop * dY = 0
+                parts.append(self.step(cur[k:]))
+            states.append(torch.cat(parts))
+        return states
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_sublayer_input(x, self.d_model, self.check_finite, type(self).__name__)
@@ -158,18 +202,23 @@ class VersatileFFN(DenseFFN):
         return y_nd.view_as(x)
 
     def _forward_train(self, h_nd: torch.Tensor) -> torch.Tensor:
-        """Algorithm 1. No host synchronisation: every token runs L_max loops, selection is arithmetic."""
+        """Algorithm 1. "full": no host synchronisation, every token runs L_max loops with autograd.
+        "exact": tokens sorted by the sampled l_hat, backward graphs only up to each token's l_hat."""
         L = self.max_loops
+        p_nl = loops_n = order_n = n_grad = None
+        if self.uses_depth:
+            p_nl, loops_n = self._loop_sample(h_nd)  # drawn in input order: the same sample either way
+            if self._exact_depth_grad(h_nd):
+                order_n = torch.argsort(loops_n, descending=True, stable=True)
+                counts = torch.bincount(loops_n, minlength=L + 2).tolist()  # the one host sync of this layer
+                n_grad = [sum(counts[loop:]) for loop in range(L + 2)]      # n_grad[l] = tokens with l_hat >= l
+                h_nd, p_nl, loops_n = (t.index_select(0, order_n) for t in (h_nd, p_nl, loops_n))
         a_nh = self.hidden(h_nd)  # loop 1's activations, shared with the width path
-        y_width = logits_ne = experts_nk = loops_n = lam_n = None
+        y_width = logits_ne = experts_nk = lam_n = None
         if self.uses_width:
             y_width, logits_ne, experts_nk = self._width(h_nd, a_nh)
         if self.uses_depth:
-            p_nl, loops_n = self._loop_sample(h_nd)
-            states = [h_nd + self.down_proj(a_nh)]  # H^(1)
-            for _ in range(L - 1):
-                states.append(self.step(states[-1]))  # Eq. 9
-            y_depth = (torch.stack(states, dim=-1) * p_nl.to(states[0].dtype).unsqueeze(1)).sum(-1)  # Eq. 11
+            y_depth = select_loop_states(self._depth_states(h_nd, a_nh, n_grad), p_nl)  # Eq. 11
             expected_n = (p_nl * torch.arange(1, L + 1, device=p_nl.device, dtype=p_nl.dtype)).sum(-1)  # Eq. 12
             lam_n = (L - expected_n) / L  # Eq. 13
         if self.mode == "gated":
@@ -181,6 +230,8 @@ class VersatileFFN(DenseFFN):
             y_nd = y_width
         else:
             y_nd = y_depth
+        if order_n is not None:  # back to input order
+            y_nd = y_nd.index_select(0, _inverse_permutation(order_n))
         self._record(h_nd.shape[0], loops_n, lam_n.detach() if lam_n is not None else None, experts_nk)
         if self.uses_width and torch.is_grad_enabled():
             aux = switch_balance_loss(logits_ne, experts_nk)
@@ -225,12 +276,16 @@ class VersatileFFN(DenseFFN):
                 lam_n = torch.full_like(lam_n, 0.5)
             y_width, _, experts_nk = self._width(h_sorted[start:], a_nh[start:])
             y_sorted = torch.cat([y_depth[:start], self._fuse(y_width, y_depth[start:], lam_n[start:])])
-        inverse_n = torch.empty_like(order_n)
-        inverse_n[order_n] = torch.arange(n, device=order_n.device)
         self._record(n, loops_n, lam_n, experts_nk)
-        return y_sorted.index_select(0, inverse_n)
+        return y_sorted.index_select(0, _inverse_permutation(order_n))
 
     def extra_repr(self) -> str:
         c = self.config
         return (super().extra_repr() + f", n_experts={c.n_experts}, top_k={c.top_k}, d_expert={c.expert_dim}, "
                 f"max_loops={c.max_loops}, mode={c.mode!r}")
+
+
+def _inverse_permutation(order_n: torch.Tensor) -> torch.Tensor:
+    inverse_n = torch.empty_like(order_n)
+    inverse_n[order_n] = torch.arange(order_n.shape[0], device=order_n.device)
+    return inverse_n
