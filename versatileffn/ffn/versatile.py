@@ -59,6 +59,7 @@ class VersatileFFN(DenseFFN):
         self.register_buffer("tau", torch.tensor(float(config.tau_start)))  # Gumbel temperature, saved
         self.inference_loop_cap: int | None = None  # runtime knob: clip predicted loops at inference
         self.depth_grad = config.depth_grad  # runtime knob: "auto" | "full" | "exact" (module docstring)
+        self.last_depth_grad: str | None = None  # what the last training forward ran (FLOP accounting)
         self.reset_head_parameters()
         self.reset_stats()
 
@@ -145,8 +146,9 @@ class VersatileFFN(DenseFFN):
         logits_ne = fp32_logits(h_nd, self.router.weight)  # router sees the un-normalised H (Sec. 3.2)
         _, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
         if self.experts_tile:  # m = gate of the unit's one expert: a broadcast, no [n, d_hidden] mask in memory
-            n = a_nh.shape[0]
-            masked_nh = (a_nh.view(n, self.n_experts, -1) * dense_gates_ne.to(a_nh.dtype).unsqueeze(-1)).view(n, -1)
+            n, N = a_nh.shape[0], self.n_experts
+            masked_nh = (a_nh.view(n, N, self.d_hidden // N) * dense_gates_ne.to(a_nh.dtype).unsqueeze(-1))
+            masked_nh = masked_nh.view(n, self.d_hidden)
         else:  # overlapping windows: units shared by two selected experts get the sum of their gates
             masked_nh = a_nh * (dense_gates_ne @ self.expert_membership.to(dense_gates_ne.dtype)).to(a_nh.dtype)
         return h_nd + self.down_proj(masked_nh), logits_ne, experts_nk
@@ -208,7 +210,9 @@ class VersatileFFN(DenseFFN):
         p_nl = loops_n = order_n = n_grad = None
         if self.uses_depth:
             p_nl, loops_n = self._loop_sample(h_nd)  # drawn in input order: the same sample either way
-            if self._exact_depth_grad(h_nd):
+            exact = self._exact_depth_grad(h_nd)
+            self.last_depth_grad = "exact" if exact else "full"
+            if exact:
                 order_n = torch.argsort(loops_n, descending=True, stable=True)
                 counts = torch.bincount(loops_n, minlength=L + 2).tolist()  # the one host sync of this layer
                 n_grad = [sum(counts[loop:]) for loop in range(L + 2)]      # n_grad[l] = tokens with l_hat >= l
