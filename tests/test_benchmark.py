@@ -11,16 +11,19 @@ from versatileffn.cli import main
 
 def test_bench_cli_quick_writes_checked_json(tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert main(["bench", "--quick", "--sections", "check,decode", "--out", str(out), "--device", "cpu"]) == 0
+    assert main(["bench", "--quick", "--sections", "check,decode", "--out", str(out), "--device", "cpu",
+                 "--no-compile"]) == 0
     data = json.loads(out.read_text())
     assert data["env"]["torch"] and data["env"]["shape"]["d_model"] == benchmark.QUICK.d_model
     assert data["check"]["ok"] is True, data["check"]
     dec = data["decode"]
     assert set(dec["versatile_x_dense"]) == {str(b) for b in benchmark.QUICK.decode_batches}
-    assert all(dec[k]["1"]["step_ms"] > 0 for k in ("dense", "versatile"))
+    assert all(dec[k]["1"]["step_ms"] > 0 for k in ("dense", "versatile_compact", "versatile_all_loops"))
+    assert dec["versatile_x_dense"]["1"] == min(dec["versatile_compact_x_dense"]["1"],
+                                                dec["versatile_all_loops_x_dense"]["1"])
     t = data["targets"]
     assert t["train_16k_eager"] == {"target": 4.5, "measured": None, "met": False}  # not run -> not met
-    assert t["decode_worst_batch"]["measured"] == max(dec["versatile_x_dense"].values())
+    assert t["decode_worst_batch_eager"]["measured"] == max(dec["versatile_x_dense"].values())
     assert "decode batch 1" in capsys.readouterr().out
 
 

@@ -31,7 +31,7 @@ def grads_of(layer, x, depth_grad: str, seed: int = 7):
     xg = x.clone().requires_grad_()
     torch.manual_seed(seed)
     y = layer(xg)
-    y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=y.dtype))
+    y.backward(torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=y.dtype).to(y.device))
     g = {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}
     g["input"] = xg.grad.clone()
     return y.detach(), g, layer.stats.summary()
@@ -114,6 +114,38 @@ def test_eval_forward_matches_batch_max_reference():
         ours = layer(x)
         assert min(layer.stats.summary()["loop_histogram"]) > 0
         torch.testing.assert_close(ours, authors_eval_forward(layer, x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["gated", "depth", "ungated"])
+def test_eval_all_loops_equals_compact(mode):
+    layer = make_layer(mode).eval()
+    with torch.no_grad():
+        if layer.loop_predictor is not None:
+            layer.loop_predictor.weight.mul_(300.0)
+        x = torch.randn(3, 30, D, dtype=torch.float64)
+        outs, stats = {}, {}
+        for impl in ("compact", "all_loops"):
+            layer.eval_impl = impl
+            layer.reset_stats()
+            outs[impl] = layer(x)
+            stats[impl] = layer.stats.summary()
+    assert min(stats["compact"]["loop_histogram"]) > 0
+    torch.testing.assert_close(outs["all_loops"], outs["compact"], rtol=1e-12, atol=1e-12)
+    assert stats["all_loops"] == stats["compact"]
+    layer.eval_impl = "auto"
+    assert layer(x[:, :2]).shape == (3, 2, D)  # auto with eval_all_loops_tokens = 0: compact
+    layer.eval_impl = "sometimes"
+    with pytest.raises(ValueError, match="eval_impl"):
+        layer(x)
+
+
+def test_eval_all_loops_compiles_fullgraph():
+    layer = make_layer(dtype=torch.float32).eval()
+    x = torch.randn(2, 8, D)
+    with torch.no_grad():
+        y = torch.compile(layer, fullgraph=True, backend="aot_eager")(x)  # auto: all_loops while compiling
+        layer.eval_impl = "compact"
+        torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
 
 
 def test_broadcast_width_mask_equals_membership_mask():

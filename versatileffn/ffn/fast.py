@@ -69,6 +69,61 @@ def sort_by_expert(experts_nk: torch.Tensor, n_experts: int) -> tuple[torch.Tens
     return order, order // experts_nk.shape[-1], torch.cumsum(counts_e, 0)
 
 
+# ------------------------------------------------------------------------------ sorting by loops
+
+
+class _PermuteRows(torch.autograd.Function):
+    """x[order] whose backward is the inverse gather (index_select's default backward is an atomic
+    index_add into zeros, slow for bf16 rows)."""
+
+    @staticmethod
+    def forward(ctx, x, order, inverse):
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, order)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+def permute_rows(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    return _PermuteRows.apply(x, order, inverse) if x.requires_grad else x.index_select(0, order)
+
+
+def sort_by_loops(loops_n: torch.Tensor, max_loops: int):
+    """Order of tokens by loop count (descending), its inverse, and a deferred read of the bucket sizes.
+
+    The sizes are counted on the device without a sync and copied to pinned host memory asynchronously;
+    ``read()`` waits only for that copy (an event), so the work queued in between (loop 1, the width path)
+    keeps the GPU busy: the per-layer host read costs no pipeline bubble. read() -> counts[l] = tokens with
+    exactly l loops, l = 0..max_loops + 1.
+    """
+    order_n = torch.argsort(loops_n, descending=True, stable=True)
+    inverse_n = torch.empty_like(order_n)
+    inverse_n[order_n] = torch.arange(order_n.shape[0], device=order_n.device)
+    values = torch.arange(max_loops + 2, device=loops_n.device)
+    counts = (loops_n.unsqueeze(-1) == values).sum(0)
+    if counts.is_cuda:
+        host = torch.empty(counts.shape, dtype=counts.dtype, pin_memory=True)
+        host.copy_(counts, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record()
+
+        def read() -> list[int]:
+            done.synchronize()
+            return host.tolist()
+    else:
+        def read() -> list[int]:
+            return counts.tolist()
+    return order_n, inverse_n, read
+
+
+def count_values(values: torch.Tensor, n_values: int) -> torch.Tensor:
+    """Histogram of integers in [0, n_values) by comparison and sum: no atomics, no sync, static shape."""
+    return (values.reshape(-1, 1) == torch.arange(n_values, device=values.device)).sum(0)
+
+
 # ---------------------------------------------------------------------------------- loop selection
 
 

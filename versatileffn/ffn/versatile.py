@@ -32,7 +32,7 @@ import torch.nn as nn
 from ..config import DEPTH_GRAD_MODES, VersatileFFNConfig
 from .common import attach_aux_loss, check_sublayer_input, fp32_logits, switch_balance_loss, top_k_gates
 from .dense import DenseFFN
-from .fast import is_recomputing, select_loop_states
+from .fast import count_values, is_recomputing, permute_rows, select_loop_states, sort_by_loops
 from .stats import FFNStats
 
 
@@ -60,6 +60,11 @@ class VersatileFFN(DenseFFN):
         self.inference_loop_cap: int | None = None  # runtime knob: clip predicted loops at inference
         self.depth_grad = config.depth_grad  # runtime knob: "auto" | "full" | "exact" (module docstring)
         self.last_depth_grad: str | None = None  # what the last training forward ran (FLOP accounting)
+        # runtime knob for eval: "compact" (sorted early exit, one host read per layer), "all_loops" (every
+        # token runs L_max loops and keeps H^(l_hat): sync-free, for tiny batches and compiled graphs), or
+        # "auto" = all_loops while compiling or for at most eval_all_loops_tokens tokens, compact otherwise
+        self.eval_impl = "auto"
+        self.eval_all_loops_tokens = 0
         self.reset_head_parameters()
         self.reset_stats()
 
@@ -130,14 +135,13 @@ class VersatileFFN(DenseFFN):
         if s.n_tokens.device != dev:
             self.stats = s = s.to(dev)
         s.n_tokens += n
-        # index_add_ rather than bincount: static output shape, so torch.compile keeps one graph
+        # comparison counts rather than bincount: no sync, no atomics, static shapes (torch.compile)
         if loops_n is not None:
-            s.loop_counts.index_add_(0, loops_n - 1, torch.ones_like(loops_n, dtype=s.loop_counts.dtype))
+            s.loop_counts += count_values(loops_n - 1, self.max_loops).to(s.loop_counts)
         if lam_n is not None:
             s.lambda_sum += lam_n.sum().to(s.lambda_sum)
         if experts_nk is not None:
-            flat = experts_nk.reshape(-1)
-            s.expert_counts.index_add_(0, flat, torch.ones_like(flat, dtype=s.expert_counts.dtype))
+            s.expert_counts += count_values(experts_nk, self.n_experts).to(s.expert_counts)
 
     # ------------------------------------------------------------------------------------------ paths
 
@@ -180,11 +184,17 @@ class VersatileFFN(DenseFFN):
             return h_nd.is_cuda and not torch.compiler.is_compiling()
         return self.depth_grad == "exact"
 
-    def _depth_states(self, h_nd: torch.Tensor, a_nh: torch.Tensor, n_grad: list[int] | None) -> list[torch.Tensor]:
-        """H^(1..L) (Eq. 9). n_grad[l]: rows (sorted by l_hat, descending) that need loop l's backward graph;
-        None: every row. The other rows still run loop l (their values feed the loop head's gradient)."""
+    def _depth_states(self, h_nd: torch.Tensor, a_nh: torch.Tensor, read_counts=None) -> list[torch.Tensor]:
+        """H^(1..L) (Eq. 9). read_counts: None (every row gets a backward graph) or the deferred read of
+        sort_by_loops; rows are then sorted by l_hat (descending) and loop l builds a graph only for the
+        n_grad[l] rows with l_hat >= l. The other rows still run loop l (their values feed the loop head's
+        straight-through gradient)."""
         n = h_nd.shape[0]
         states = [h_nd + self.down_proj(a_nh)]  # H^(1): every token has l_hat >= 1
+        n_grad = None
+        if read_counts is not None:  # loop 1 and the width path are queued: reading now leaves no GPU bubble
+            counts = read_counts()
+            n_grad = [sum(counts[loop:]) for loop in range(len(counts))]  # n_grad[l] = tokens with l_hat >= l
         for loop in range(2, self.max_loops + 1):
             k = n if n_grad is None else n_grad[loop]
             cur = states[-1]
@@ -207,22 +217,21 @@ class VersatileFFN(DenseFFN):
         """Algorithm 1. "full": no host synchronisation, every token runs L_max loops with autograd.
         "exact": tokens sorted by the sampled l_hat, backward graphs only up to each token's l_hat."""
         L = self.max_loops
-        p_nl = loops_n = order_n = n_grad = None
+        p_nl = loops_n = order_n = inverse_n = read_counts = None
         if self.uses_depth:
             p_nl, loops_n = self._loop_sample(h_nd)  # drawn in input order: the same sample either way
             exact = self._exact_depth_grad(h_nd)
             self.last_depth_grad = "exact" if exact else "full"
-            if exact:
-                order_n = torch.argsort(loops_n, descending=True, stable=True)
-                counts = torch.bincount(loops_n, minlength=L + 2).tolist()  # the one host sync of this layer
-                n_grad = [sum(counts[loop:]) for loop in range(L + 2)]      # n_grad[l] = tokens with l_hat >= l
-                h_nd, p_nl, loops_n = (t.index_select(0, order_n) for t in (h_nd, p_nl, loops_n))
+            if exact:  # the one host read of this layer (bucket sizes) happens inside _depth_states
+                order_n, inverse_n, read_counts = sort_by_loops(loops_n, L)
+                h_nd, p_nl = permute_rows(h_nd, order_n, inverse_n), permute_rows(p_nl, order_n, inverse_n)
+                loops_n = loops_n.index_select(0, order_n)
         a_nh = self.hidden(h_nd)  # loop 1's activations, shared with the width path
         y_width = logits_ne = experts_nk = lam_n = None
         if self.uses_width:
             y_width, logits_ne, experts_nk = self._width(h_nd, a_nh)
         if self.uses_depth:
-            y_depth = select_loop_states(self._depth_states(h_nd, a_nh, n_grad), p_nl)  # Eq. 11
+            y_depth = select_loop_states(self._depth_states(h_nd, a_nh, read_counts), p_nl)  # Eq. 11
             expected_n = (p_nl * torch.arange(1, L + 1, device=p_nl.device, dtype=p_nl.dtype)).sum(-1)  # Eq. 12
             lam_n = (L - expected_n) / L  # Eq. 13
         if self.mode == "gated":
@@ -235,7 +244,7 @@ class VersatileFFN(DenseFFN):
         else:
             y_nd = y_depth
         if order_n is not None:  # back to input order
-            y_nd = y_nd.index_select(0, _inverse_permutation(order_n))
+            y_nd = permute_rows(y_nd, inverse_n, order_n)
         self._record(h_nd.shape[0], loops_n, lam_n.detach() if lam_n is not None else None, experts_nk)
         if self.uses_width and torch.is_grad_enabled():
             aux = switch_balance_loss(logits_ne, experts_nk)
@@ -245,24 +254,32 @@ class VersatileFFN(DenseFFN):
         return y_nd
 
     def _forward_eval(self, h_nd: torch.Tensor) -> torch.Tensor:
-        """Discrete early exit + conditional parallelism: each token runs exactly its l_hat loops.
-
-        Tokens are sorted by l_hat (descending) once, so loop l runs on the prefix of tokens that still
-        need it; the width path runs only on the suffix with lambda > 0. One host sync (bucket sizes).
-        """
-        n, L = h_nd.shape[0], self.max_loops
+        """Discrete early exit + conditional parallelism: each token's output is H^(l_hat) fused with the
+        width path for lambda > 0 ("Inference Optimization"), computed by one of two implementations."""
+        n = h_nd.shape[0]
         if not self.uses_depth:  # width-only ablation
             y_width, _, experts_nk = self._width(h_nd, self.hidden(h_nd))
             self._record(n, None, None, experts_nk)
             return y_width
+        if self.eval_impl not in ("auto", "compact", "all_loops"):
+            raise ValueError(f"eval_impl must be 'auto', 'compact' or 'all_loops'; got {self.eval_impl!r}")
+        all_loops = self.eval_impl == "all_loops" or (
+            self.eval_impl == "auto" and (torch.compiler.is_compiling() or n <= self.eval_all_loops_tokens))
+        return self._eval_all_loops(h_nd) if all_loops else self._eval_compact(h_nd)
+
+    def _eval_compact(self, h_nd: torch.Tensor) -> torch.Tensor:
+        """Each token runs exactly its l_hat loops: tokens sorted by l_hat (descending) once, loop l runs on
+        the prefix that still needs it, the width path only on the suffix with lambda > 0. One host read of
+        the bucket sizes per layer, deferred until loop 1 is queued."""
+        n, L = h_nd.shape[0], self.max_loops
         loops_n = self._predicted_loops(h_nd)
-        order_n = torch.argsort(loops_n, descending=True, stable=True)
-        counts = torch.bincount(loops_n, minlength=L + 2).tolist()  # counts[l] = tokens with exactly l loops
-        at_least = [sum(counts[l:]) for l in range(L + 2)]          # at_least[l] = tokens with >= l loops
+        order_n, inverse_n, read_counts = sort_by_loops(loops_n, L)
         h_sorted = h_nd.index_select(0, order_n)
         loops_sorted = loops_n.index_select(0, order_n)
         a_nh = self.hidden(h_sorted)
         cur = h_sorted + self.down_proj(a_nh)
+        counts = read_counts()                                # counts[l] = tokens with exactly l loops
+        at_least = [sum(counts[l:]) for l in range(L + 2)]    # at_least[l] = tokens with >= l loops
         finished = []
         for loop in range(1, L + 1):
             still_running = at_least[loop + 1]
@@ -281,15 +298,32 @@ class VersatileFFN(DenseFFN):
             y_width, _, experts_nk = self._width(h_sorted[start:], a_nh[start:])
             y_sorted = torch.cat([y_depth[:start], self._fuse(y_width, y_depth[start:], lam_n[start:])])
         self._record(n, loops_n, lam_n, experts_nk)
-        return y_sorted.index_select(0, _inverse_permutation(order_n))
+        return y_sorted.index_select(0, inverse_n)
+
+    def _eval_all_loops(self, h_nd: torch.Tensor) -> torch.Tensor:
+        """Sync-free: every token runs L_max loops and keeps H^(l_hat); the width path runs for every token
+        and enters with lambda = 0 where l_hat = L_max (lerp with weight 0 returns Y_depth exactly)."""
+        n, L = h_nd.shape[0], self.max_loops
+        loops_n = self._predicted_loops(h_nd)
+        a_nh = self.hidden(h_nd)
+        onehot_nl = (loops_n.unsqueeze(-1) == torch.arange(1, L + 1, device=h_nd.device)).to(h_nd.dtype)
+        y_depth = select_loop_states(self._depth_states(h_nd, a_nh), onehot_nl)  # exact: a one-hot contraction
+        lam_n = (L - loops_n).to(torch.float32) / L
+        experts_nk = None
+        if self.mode == "depth":
+            y_nd = y_depth
+        else:
+            if self.mode == "ungated":
+                lam_n = torch.full_like(lam_n, 0.5)
+            y_width, _, experts_nk = self._width(h_nd, a_nh)
+            y_nd = self._fuse(y_width, y_depth, lam_n)
+            if self.mode == "gated":  # count width work only where it is used (value N: not counted)
+                experts_nk = torch.where((loops_n < L).unsqueeze(-1), experts_nk, self.n_experts)
+        self._record(n, loops_n, lam_n, experts_nk)
+        return y_nd
 
     def extra_repr(self) -> str:
         c = self.config
         return (super().extra_repr() + f", n_experts={c.n_experts}, top_k={c.top_k}, d_expert={c.expert_dim}, "
                 f"max_loops={c.max_loops}, mode={c.mode!r}")
 
-
-def _inverse_permutation(order_n: torch.Tensor) -> torch.Tensor:
-    inverse_n = torch.empty_like(order_n)
-    inverse_n[order_n] = torch.arange(order_n.shape[0], device=order_n.device)
-    return inverse_n
