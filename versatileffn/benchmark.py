@@ -464,9 +464,11 @@ def peak_tflops(device: torch.device) -> float:
 
 
 def train_lm(b: Bench, ffn: str, micro_batch: int, compiled: bool, checkpointing: bool = False,
-             steps: int = 8) -> dict:
+             steps: int = 8, depth_grad: str = "auto") -> dict:
     s, dev = b.shape, b.device
     model = build_lm(b, ffn, activation_checkpointing=checkpointing).train()
+    for m in model.versatile_layers():
+        m.depth_grad = depth_grad
     if compiled:
         for block in model.blocks:  # per-block compile: one graph reused by all blocks (torchtitan style)
             block.compile()
@@ -519,15 +521,17 @@ def train_lm(b: Bench, ffn: str, micro_batch: int, compiled: bool, checkpointing
 def section_e2e(b: Bench, compiled: bool) -> dict:
     s = b.shape
     res: dict = {}
-    runs = [("dense", False), ("versatile", False)] + ([("versatile", True)] if not compiled else [])
-    for ffn, ckpt in runs:
-        key = ffn + ("_checkpointing" if ckpt else "")
+    runs = [("dense", False, "auto"), ("versatile", False, "auto")]
+    if not compiled:  # under compile "auto" is the sync-free "full" path already
+        runs += [("versatile", False, "full"), ("versatile", False, "exact"), ("versatile", True, "auto")]
+    for ffn, ckpt, depth_grad in runs:
+        key = ffn + ("_checkpointing" if ckpt else "") + ("" if depth_grad == "auto" else f"_{depth_grad}")
         if b.left() < (150 if compiled else 40):
             res[key] = "skipped: time budget"
             continue
         for mb in (s.micro_batch, s.micro_batch // 2):
             try:
-                res[key] = train_lm(b, ffn, mb, compiled, checkpointing=ckpt)
+                res[key] = train_lm(b, ffn, mb, compiled, checkpointing=ckpt, depth_grad=depth_grad)
                 break
             except torch.cuda.OutOfMemoryError as exc:
                 res[key] = f"out of memory at micro-batch {mb}: {str(exc)[:120]}"

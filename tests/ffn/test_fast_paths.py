@@ -47,8 +47,10 @@ def assert_grads_close(got: dict, want: dict) -> None:
 
 
 @pytest.mark.parametrize("mode", ["gated", "depth", "ungated"])
-def test_exact_depth_gradients_match_full(mode):
+@pytest.mark.parametrize("quantum", [1, 16])
+def test_exact_depth_gradients_match_full(mode, quantum):
     layer = make_layer(mode).train()
+    layer.row_quantum = quantum
     x = torch.randn(3, 40, D, dtype=torch.float64)
     y_full, g_full, s_full = grads_of(layer, x, "full")
     y_exact, g_exact, s_exact = grads_of(layer, x, "exact")
@@ -73,10 +75,16 @@ def test_exact_depth_skips_backward_past_sampled_depth(monkeypatch):
 
     monkeypatch.setattr(layer, "step", counting_step)
     layer.depth_grad = "exact"
+    layer.row_quantum = 1
     torch.manual_seed(1)
     layer(x).sum().backward()
     hist = layer.stats.summary()["loop_histogram"]
     assert rows_with_grad == [sum(hist[k:]) for k in (1, 2, 3)]  # loops 2..4
+    rows_with_grad.clear()
+    layer.row_quantum = 16  # bucket sizes rounded up to the quantum (same sample: same seed)
+    torch.manual_seed(1)
+    layer(x)
+    assert rows_with_grad == [min(100, -(-sum(hist[k:]) // 16) * 16) for k in (1, 2, 3)]
     rows_with_grad.clear()
     layer.depth_grad = "full"
     layer(x)
@@ -85,7 +93,7 @@ def test_exact_depth_skips_backward_past_sampled_depth(monkeypatch):
 
 def test_depth_grad_auto_is_full_on_cpu_and_validated():
     layer = make_layer()
-    assert layer.depth_grad == "auto" and not layer._exact_depth_grad(torch.zeros(1, D))
+    assert layer.depth_grad == "auto" and not layer._exact_depth_grad(torch.zeros(layer.exact_min_tokens, D))
     layer.depth_grad = "fast"
     with pytest.raises(ValueError, match="depth_grad"):
         layer._exact_depth_grad(torch.zeros(1, D))
@@ -117,8 +125,10 @@ def test_eval_forward_matches_batch_max_reference():
 
 
 @pytest.mark.parametrize("mode", ["gated", "depth", "ungated"])
-def test_eval_all_loops_equals_compact(mode):
+@pytest.mark.parametrize("quantum", [1, 8])
+def test_eval_all_loops_equals_compact(mode, quantum):
     layer = make_layer(mode).eval()
+    layer.row_quantum = quantum
     with torch.no_grad():
         if layer.loop_predictor is not None:
             layer.loop_predictor.weight.mul_(300.0)
@@ -133,7 +143,7 @@ def test_eval_all_loops_equals_compact(mode):
     torch.testing.assert_close(outs["all_loops"], outs["compact"], rtol=1e-12, atol=1e-12)
     assert stats["all_loops"] == stats["compact"]
     layer.eval_impl = "auto"
-    assert layer(x[:, :2]).shape == (3, 2, D)  # auto with eval_all_loops_tokens = 0: compact
+    assert layer(x[:, :2]).shape == (3, 2, D)
     layer.eval_impl = "sometimes"
     with pytest.raises(ValueError, match="eval_impl"):
         layer(x)

@@ -64,7 +64,13 @@ class VersatileFFN(DenseFFN):
         # token runs L_max loops and keeps H^(l_hat): sync-free, for tiny batches and compiled graphs), or
         # "auto" = all_loops while compiling or for at most eval_all_loops_tokens tokens, compact otherwise
         self.eval_impl = "auto"
-        self.eval_all_loops_tokens = 0
+        self.eval_all_loops_tokens = 256
+        # "auto" depth_grad runs "exact" on CUDA from this many tokens per call (measured: benchmarks/)
+        self.exact_min_tokens = 8192
+        # sorted-path bucket sizes are rounded up to this many rows (extra rows are computed as in the
+        # plain path, with exactly zero gradient): few distinct GEMM shapes, so cuBLAS plans and allocator
+        # blocks are reused instead of being created for every new bucket size
+        self.row_quantum = 256
         self.reset_head_parameters()
         self.reset_stats()
 
@@ -149,13 +155,16 @@ class VersatileFFN(DenseFFN):
         """Eq. 6-8 through the mask identity: Y_width = H + W_out (a * m). Returns (y, logits, experts)."""
         logits_ne = fp32_logits(h_nd, self.router.weight)  # router sees the un-normalised H (Sec. 3.2)
         _, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
+        return h_nd + self.down_proj(self._masked(a_nh, dense_gates_ne)), logits_ne, experts_nk
+
+    def _masked(self, a_nh: torch.Tensor, dense_gates_ne: torch.Tensor) -> torch.Tensor:
+        """a * m, m_j = sum of the selected gates of the experts owning hidden unit j."""
         if self.experts_tile:  # m = gate of the unit's one expert: a broadcast, no [n, d_hidden] mask in memory
             n, N = a_nh.shape[0], self.n_experts
-            masked_nh = (a_nh.view(n, N, self.d_hidden // N) * dense_gates_ne.to(a_nh.dtype).unsqueeze(-1))
-            masked_nh = masked_nh.view(n, self.d_hidden)
-        else:  # overlapping windows: units shared by two selected experts get the sum of their gates
-            masked_nh = a_nh * (dense_gates_ne @ self.expert_membership.to(dense_gates_ne.dtype)).to(a_nh.dtype)
-        return h_nd + self.down_proj(masked_nh), logits_ne, experts_nk
+            masked_nh = a_nh.view(n, N, self.d_hidden // N) * dense_gates_ne.to(a_nh.dtype).unsqueeze(-1)
+            return masked_nh.view(n, self.d_hidden)
+        # overlapping windows: units shared by two selected experts get the sum of their gates
+        return a_nh * (dense_gates_ne @ self.expert_membership.to(dense_gates_ne.dtype)).to(a_nh.dtype)
 
     def _loop_sample(self, h_nd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 10 with straight-through: forward value one-hot(argmax), gradient of the soft p."""
@@ -180,9 +189,14 @@ class VersatileFFN(DenseFFN):
     def _exact_depth_grad(self, h_nd: torch.Tensor) -> bool:
         if self.depth_grad not in DEPTH_GRAD_MODES:
             raise ValueError(f"depth_grad must be one of {DEPTH_GRAD_MODES}; got {self.depth_grad!r}")
-        if self.depth_grad == "auto":  # the sorted path syncs once per layer: not inside a compiled graph
-            return h_nd.is_cuda and not torch.compiler.is_compiling()
+        if self.depth_grad == "auto":  # the sorted path reads sizes on the host: not inside a compiled graph
+            return h_nd.is_cuda and not torch.compiler.is_compiling() and h_nd.shape[0] >= self.exact_min_tokens
         return self.depth_grad == "exact"
+
+    def _rows(self, k: int, limit: int) -> int:
+        """k rounded up to the row quantum, at most limit."""
+        q = max(1, self.row_quantum)
+        return min(limit, -(-k // q) * q)
 
     def _depth_states(self, h_nd: torch.Tensor, a_nh: torch.Tensor, read_counts=None) -> list[torch.Tensor]:
         """H^(1..L) (Eq. 9). read_counts: None (every row gets a backward graph) or the deferred read of
@@ -196,7 +210,7 @@ class VersatileFFN(DenseFFN):
             counts = read_counts()
             n_grad = [sum(counts[loop:]) for loop in range(len(counts))]  # n_grad[l] = tokens with l_hat >= l
         for loop in range(2, self.max_loops + 1):
-            k = n if n_grad is None else n_grad[loop]
+            k = n if n_grad is None else self._rows(n_grad[loop], n)
             cur = states[-1]
             if k == n:
                 states.append(self.step(cur))
@@ -268,14 +282,24 @@ class VersatileFFN(DenseFFN):
         return self._eval_all_loops(h_nd) if all_loops else self._eval_compact(h_nd)
 
     def _eval_compact(self, h_nd: torch.Tensor) -> torch.Tensor:
-        """Each token runs exactly its l_hat loops: tokens sorted by l_hat (descending) once, loop l runs on
-        the prefix that still needs it, the width path only on the suffix with lambda > 0. One host read of
-        the bucket sizes per layer, deferred until loop 1 is queued."""
+        """Each token runs its l_hat loops: tokens sorted by l_hat (descending) once, loop l runs on the
+        prefix that still needs it (rounded up to the row quantum), the width path only on the suffix with
+        lambda > 0. One host read of the bucket sizes per layer, deferred until loop 1 is queued; the work
+        that needs no sizes (router, gates, lambda, statistics) is queued before it too."""
         n, L = h_nd.shape[0], self.max_loops
         loops_n = self._predicted_loops(h_nd)
         order_n, inverse_n, read_counts = sort_by_loops(loops_n, L)
         h_sorted = h_nd.index_select(0, order_n)
         loops_sorted = loops_n.index_select(0, order_n)
+        lam_n = (L - loops_sorted).to(torch.float32) / L
+        if self.mode == "ungated":
+            lam_n = torch.full_like(lam_n, 0.5)
+        experts_nk = gates_ne = None
+        if self.mode != "depth":
+            _, experts_nk, gates_ne = top_k_gates(fp32_logits(h_sorted, self.router.weight), self.top_k)
+            if self.mode == "gated":  # count width work only where it is used (value N: not counted)
+                experts_nk = torch.where((loops_sorted < L).unsqueeze(-1), experts_nk, self.n_experts)
+        self._record(n, loops_n, lam_n, experts_nk)
         a_nh = self.hidden(h_sorted)
         cur = h_sorted + self.down_proj(a_nh)
         counts = read_counts()                                # counts[l] = tokens with exactly l loops
@@ -283,21 +307,17 @@ class VersatileFFN(DenseFFN):
         finished = []
         for loop in range(1, L + 1):
             still_running = at_least[loop + 1]
-            finished.append(cur[still_running:])  # tokens whose l_hat == loop
+            finished.append(cur[still_running:at_least[loop]])  # tokens whose l_hat == loop
             if still_running == 0:
                 break
-            cur = self.step(cur[:still_running])
+            cur = self.step(cur[:self._rows(still_running, at_least[loop])])
         y_depth = torch.cat(finished[::-1])
-        lam_n = (L - loops_sorted).to(torch.float32) / L
         if self.mode == "depth":
-            y_sorted, experts_nk = y_depth, None
+            y_sorted = y_depth
         else:
             start = at_least[L] if self.mode == "gated" else 0  # gated: lambda = 0 for l_hat = L_max
-            if self.mode == "ungated":
-                lam_n = torch.full_like(lam_n, 0.5)
-            y_width, _, experts_nk = self._width(h_sorted[start:], a_nh[start:])
+            y_width = h_sorted[start:] + self.down_proj(self._masked(a_nh[start:], gates_ne[start:]))
             y_sorted = torch.cat([y_depth[:start], self._fuse(y_width, y_depth[start:], lam_n[start:])])
-        self._record(n, loops_n, lam_n, experts_nk)
         return y_sorted.index_select(0, inverse_n)
 
     def _eval_all_loops(self, h_nd: torch.Tensor) -> torch.Tensor:
