@@ -61,8 +61,8 @@ class VersatileFFN(DenseFFN):
         self.depth_grad = config.depth_grad  # runtime knob: "auto" | "full" | "exact" (module docstring)
         self.last_depth_grad: str | None = None  # what the last training forward ran (FLOP accounting)
         # runtime knob for eval: "compact" (sorted early exit, one host read per layer), "all_loops" (every
-        # token runs L_max loops and keeps H^(l_hat): sync-free, for tiny batches and compiled graphs), or
-        # "auto" = all_loops while compiling or for at most eval_all_loops_tokens tokens, compact otherwise
+        # token runs L_max loops and keeps H^(l_hat): sync-free, fullgraph-compilable), or "auto" =
+        # all_loops for 2..eval_all_loops_tokens tokens, compact otherwise
         self.eval_impl = "auto"
         self.eval_all_loops_tokens = 256
         # "auto" depth_grad runs "exact" on CUDA from this many tokens per call (measured: benchmarks/)
@@ -277,29 +277,23 @@ class VersatileFFN(DenseFFN):
             return y_width
         if self.eval_impl not in ("auto", "compact", "all_loops"):
             raise ValueError(f"eval_impl must be 'auto', 'compact' or 'all_loops'; got {self.eval_impl!r}")
-        all_loops = self.eval_impl == "all_loops" or (
-            self.eval_impl == "auto" and (torch.compiler.is_compiling() or n <= self.eval_all_loops_tokens))
+        # auto, by the H100 numbers in benchmarks/results: a single token runs fewer loops compacted; 8-64
+        # tokens (batched decode) are faster sync-free; prefill (4k-16k tokens) is faster compacted, eager
+        # and compiled (there the host read splits the graph)
+        all_loops = self.eval_impl == "all_loops" or (self.eval_impl == "auto" and 1 < n <= self.eval_all_loops_tokens)
         return self._eval_all_loops(h_nd) if all_loops else self._eval_compact(h_nd)
 
     def _eval_compact(self, h_nd: torch.Tensor) -> torch.Tensor:
-        """Each token runs its l_hat loops: tokens sorted by l_hat (descending) once, loop l runs on the
-        prefix that still needs it (rounded up to the row quantum), the width path only on the suffix with
-        lambda > 0. One host read of the bucket sizes per layer, deferred until loop 1 is queued; the work
-        that needs no sizes (router, gates, lambda, statistics) is queued before it too."""
+        """Each token runs exactly its l_hat loops: tokens sorted by l_hat (descending) once, loop l runs on
+        the prefix that still needs it, the width path only on the suffix with lambda > 0. One host read of
+        the bucket sizes per layer, deferred until loop 1 is queued. (Measured faster on the H100 than a
+        variant that also queued the router and statistics before the read and padded the buckets to the
+        row quantum: benchmarks/results/h100_run2 vs h100_run3.)"""
         n, L = h_nd.shape[0], self.max_loops
         loops_n = self._predicted_loops(h_nd)
         order_n, inverse_n, read_counts = sort_by_loops(loops_n, L)
         h_sorted = h_nd.index_select(0, order_n)
         loops_sorted = loops_n.index_select(0, order_n)
-        lam_n = (L - loops_sorted).to(torch.float32) / L
-        if self.mode == "ungated":
-            lam_n = torch.full_like(lam_n, 0.5)
-        experts_nk = gates_ne = None
-        if self.mode != "depth":
-            _, experts_nk, gates_ne = top_k_gates(fp32_logits(h_sorted, self.router.weight), self.top_k)
-            if self.mode == "gated":  # count width work only where it is used (value N: not counted)
-                experts_nk = torch.where((loops_sorted < L).unsqueeze(-1), experts_nk, self.n_experts)
-        self._record(n, loops_n, lam_n, experts_nk)
         a_nh = self.hidden(h_sorted)
         cur = h_sorted + self.down_proj(a_nh)
         counts = read_counts()                                # counts[l] = tokens with exactly l loops
@@ -307,17 +301,21 @@ class VersatileFFN(DenseFFN):
         finished = []
         for loop in range(1, L + 1):
             still_running = at_least[loop + 1]
-            finished.append(cur[still_running:at_least[loop]])  # tokens whose l_hat == loop
+            finished.append(cur[still_running:])  # tokens whose l_hat == loop
             if still_running == 0:
                 break
-            cur = self.step(cur[:self._rows(still_running, at_least[loop])])
+            cur = self.step(cur[:still_running])
         y_depth = torch.cat(finished[::-1])
+        lam_n = (L - loops_sorted).to(torch.float32) / L
         if self.mode == "depth":
-            y_sorted = y_depth
+            y_sorted, experts_nk = y_depth, None
         else:
             start = at_least[L] if self.mode == "gated" else 0  # gated: lambda = 0 for l_hat = L_max
-            y_width = h_sorted[start:] + self.down_proj(self._masked(a_nh[start:], gates_ne[start:]))
+            if self.mode == "ungated":
+                lam_n = torch.full_like(lam_n, 0.5)
+            y_width, _, experts_nk = self._width(h_sorted[start:], a_nh[start:])
             y_sorted = torch.cat([y_depth[:start], self._fuse(y_width, y_depth[start:], lam_n[start:])])
+        self._record(n, loops_n, lam_n, experts_nk)
         return y_sorted.index_select(0, inverse_n)
 
     def _eval_all_loops(self, h_nd: torch.Tensor) -> torch.Tensor:
