@@ -4,12 +4,22 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from versatileffn import benchmark
 from versatileffn.cli import main
 
 
-def test_bench_cli_quick_writes_checked_json(tmp_path, capsys):
+@pytest.fixture
+def one_thread():
+    """Tiny ops on a shared CPU: OpenMP threads only add spin-wait time."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_bench_cli_quick_writes_checked_json(tmp_path, capsys, one_thread):
     out = tmp_path / "r.json"
     assert main(["bench", "--quick", "--sections", "check,decode", "--out", str(out), "--device", "cpu",
                  "--no-compile"]) == 0

@@ -245,6 +245,19 @@ def test_moe_grouped_experts_match_dense():
         moe(x)
 
 
+def test_moe_grouped_under_autocast_runs_in_the_autocast_dtype():
+    torch.manual_seed(0)
+    moe = MoEFFN(D, H, n_experts=4, top_k=2).train()
+    x = torch.randn(2, 24, D)
+    moe.expert_impl = "dense"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = moe(x)
+        moe.expert_impl = "grouped"
+        out = moe(x)
+    assert out.dtype == ref.dtype
+    torch.testing.assert_close(out.float(), ref.float(), rtol=3e-2, atol=3e-2)
+
+
 # ------------------------------------------------------------------------------ checkpointing
 
 

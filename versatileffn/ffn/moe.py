@@ -59,19 +59,19 @@ class MoEFFN(DenseFFN):
         """The same sum over only the K selected experts: assignments sorted by expert, one grouped GEMM per
         projection (sync-free on CUDA), outputs scaled by their gate and added back per token."""
         order, token_m, ends_e = sort_by_expert(experts_nk, self.n_experts)
-        u_md = u_nd.index_select(0, token_m)
-        dt = u_nd.dtype
+        dt = _compute_dtype(u_nd)
+        u_md = u_nd.index_select(0, token_m).to(dt)
         gate_mf = grouped_mm(u_md, self.expert_gate.to(dt).transpose(1, 2), ends_e)  # [N, d, de] views
         up_mf = grouped_mm(u_md, self.expert_up.to(dt).transpose(1, 2), ends_e)
         y_md = grouped_mm(F.silu(gate_mf) * up_mf, self.expert_down.to(dt).transpose(1, 2), ends_e)
         y_md = y_md * gates_nk.reshape(-1).index_select(0, order).to(dt).unsqueeze(-1)
-        return torch.zeros_like(u_nd).index_add(0, token_m, y_md)
+        return torch.zeros_like(u_nd, dtype=dt).index_add(0, token_m, y_md)
 
     def _use_grouped(self, u_nd: torch.Tensor) -> bool:
         if self.expert_impl not in ("auto", "grouped", "dense"):
             raise ValueError(f"expert_impl must be 'auto', 'grouped' or 'dense'; got {self.expert_impl!r}")
-        if self.expert_impl == "auto":
-            return grouped_mm_supported(u_nd)
+        if self.expert_impl == "auto":  # under bf16 autocast the fp32 residual stream is cast for the GEMMs
+            return grouped_mm_supported(u_nd.to(_compute_dtype(u_nd)))
         return self.expert_impl == "grouped"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,3 +106,9 @@ class MoEFFN(DenseFFN):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", n_experts={self.n_experts}, top_k={self.top_k}, d_expert={self.d_expert}"
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on x runs in: the autocast dtype where autocast is on for x's device."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
