@@ -50,7 +50,7 @@ class VersatileFFNConfig:
     init_std: float = 0.02
     check_finite: bool = False  # debug mode: reject NaN/Inf inputs (costs a host sync per call)
     # training forward: "full" = Algorithm 1 (sync-free), "exact" = backward graphs only up to each token's
-    # sampled depth (same gradients, one host sync), "auto" = exact on CUDA outside torch.compile
+    # sampled depth (same gradients, one host read), "auto" = exact on CUDA in eager mode for large calls
     depth_grad: str = "auto"
 
     def __post_init__(self) -> None:

@@ -27,7 +27,8 @@ def run(args) -> int:
         raise ValueError(f"unknown --sections {unknown}; choose from {list(benchmark.SECTIONS)}")
     if args.budget_s <= 0:
         raise ValueError(f"--budget-s must be > 0; got {args.budget_s}")
-    out = args.out or f"benchmarks/results/bench_{'quick' if args.quick else 'full'}_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or f"benchmarks/results/bench_{'quick' if args.quick else 'full'}_{stamp}.json"
     result = benchmark.run(out, quick=args.quick, budget_s=args.budget_s, sections=sections, device=args.device,
                            compile=not args.no_compile)
     print("\n".join(benchmark.summary_lines(result)))

@@ -20,9 +20,10 @@ Exact-gradient depth (``depth_grad``): the forward value of p is one-hot(l_hat),
 every l != l_hat and no gradient flows through loops after a token's sampled depth; only the loop
 head's straight-through term <dY, H^(l)> needs their VALUES. "exact" sorts tokens by l_hat once (one
 host sync per layer) and runs loop l with autograd only on the tokens with l_hat >= l, the rest under
-no_grad: the same gradients to rounding, about half the backward FLOPs for a uniform loop mix.
+no_grad: the same gradients to rounding, backward through 2.5 instead of 4 loops for a uniform loop mix.
 "full" is Algorithm 1 as written (sync-free, ``torch.compile(fullgraph=True)``-able); "auto" picks
-"exact" on CUDA outside compilation and "full" elsewhere.
+"exact" on CUDA in eager mode from ``exact_min_tokens`` tokens per call (where it measured faster) and
+"full" elsewhere.
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ class VersatileFFN(DenseFFN):
             membership[k, lo:hi] = 1.0
         self.register_buffer("expert_membership", membership, persistent=False)
         # experts tile the hidden units exactly (the paper's default): the mask is a per-expert broadcast
-        self.experts_tile = config.expert_stride == config.expert_dim and config.n_experts * config.expert_dim == config.d_hidden
+        self.experts_tile = (config.expert_stride == config.expert_dim
+                             and config.n_experts * config.expert_dim == config.d_hidden)
         self.register_buffer("tau", torch.tensor(float(config.tau_start)))  # Gumbel temperature, saved
         self.inference_loop_cap: int | None = None  # runtime knob: clip predicted loops at inference
         self.depth_grad = config.depth_grad  # runtime knob: "auto" | "full" | "exact" (module docstring)
@@ -280,7 +282,8 @@ class VersatileFFN(DenseFFN):
         # auto, by the H100 numbers in benchmarks/results: a single token runs fewer loops compacted; 8-64
         # tokens (batched decode) are faster sync-free; prefill (4k-16k tokens) is faster compacted, eager
         # and compiled (there the host read splits the graph)
-        all_loops = self.eval_impl == "all_loops" or (self.eval_impl == "auto" and 1 < n <= self.eval_all_loops_tokens)
+        all_loops = self.eval_impl == "all_loops" or (
+            self.eval_impl == "auto" and 1 < n <= self.eval_all_loops_tokens)
         return self._eval_all_loops(h_nd) if all_loops else self._eval_compact(h_nd)
 
     def _eval_compact(self, h_nd: torch.Tensor) -> torch.Tensor:
