@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from .config import FFNConfig, ModelConfig
 from .ffn import DenseFFN, MoEFFN, RMSNorm, VersatileFFN
+from .ffn.fast import checkpoint_contexts
 
 MODEL_PRESETS: dict[str, dict] = {
     # The paper's models (FACTS.md): 15 layers, vocab 50,280 padded to 50,304, untied embeddings.
@@ -168,8 +170,14 @@ class VersatileLM(nn.Module):
             raise ValueError(f"KV cache holds {cache.max_len} positions; {start + T} needed")
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.embed(input_ids)
+        checkpointing = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cache, i)
+            if checkpointing and cache is None:
+                # RNG state restored on recompute (same Gumbel sample); statistics not counted twice
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, None, i, use_reentrant=False,
+                                                      preserve_rng_state=True, context_fn=checkpoint_contexts)
+            else:
+                x = block(x, cos, sin, cache, i)
         if cache is not None:
             cache.pos += T
         logits = self.lm_head(self.final_norm(x))
