@@ -15,9 +15,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return xf.to(x.dtype) * self.weight.to(x.dtype)
+        # one fused op instead of ~6 elementwise launches (eager GPU runs are launch-bound)
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return normed.to(x.dtype) * self.weight.to(x.dtype)
 
 
 def check_sublayer_input(x: torch.Tensor, d_model: int, check_finite: bool, name: str) -> None:
