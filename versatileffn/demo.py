@@ -35,8 +35,8 @@ def parse_args(argv):
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run config for every stage")
     p.add_argument("--vocab", type=int, default=2048, help="BPE vocabulary trained on the demo corpus")
-    p.add_argument("--pretrain-tokens", type=int, default=327_680, help="dense base pre-training budget")
-    p.add_argument("--cpt-tokens", type=int, default=65_536, help="continued pre-training budget per variant")
+    p.add_argument("--pretrain-tokens", type=int, default=983_040, help="dense base pre-training budget")
+    p.add_argument("--cpt-tokens", type=int, default=163_840, help="continued pre-training budget per variant")
     p.add_argument("--eval-limit", type=int, default=50, help="examples per benchmark task (0: skip accuracy)")
     p.add_argument("--variants", default=",".join(k for _, k in VARIANTS), help="comma list of FFN short names")
     return p.parse_args(argv)

@@ -59,7 +59,6 @@ class TrainConfig:
     wandb: bool = False
     wandb_project: str = "versatileffn"
     progress: bool = True
-    deterministic: bool = True          # torch.use_deterministic_algorithms on CPU
 
     def __post_init__(self) -> None:
         # YAML 1.1 reads "3e-4" (no dot) as a string: accept it for the float fields

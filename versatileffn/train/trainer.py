@@ -62,8 +62,6 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.out_dir = Path(t.out_dir)
         self.precision = t.precision if t.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
-        if self.device.type == "cpu" and t.deterministic:
-            torch.use_deterministic_algorithms(True)
 
         # ---- data (validated before any model memory is spent)
         if not cfg.data.path:
@@ -73,6 +71,7 @@ class Trainer:
             raise ValueError(f"the data's tokenizer {index.get('tokenizer')!r} has {index['vocab_size']} entries but "
                              f"model.vocab_size={cfg.model.vocab_size}: set model.vocab_size >= {index['vocab_size']}")
         self.data = PackedTrainData(cfg.data.path, cfg.data.seq_len, seed=t.seed, split=cfg.data.train_split)
+        val_windows(cfg.data.path, cfg.data.seq_len, cfg.data.seq_len, cfg.data.val_split)  # fail now, not at the end
         self.tokenizer_file = Path(cfg.data.path) / "tokenizer.json"
         seqs_per_step, rem = divmod(t.global_batch_tokens, cfg.data.seq_len)
         if rem or seqs_per_step % (t.micro_batch_size * self.dist.world):
