@@ -166,5 +166,8 @@ def test_cli_train_and_resume(token_dir, tmp_path, capsys):
     assert cli_main(args) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 2
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["ffn"]["n_loops"] == 2
+    resume = ["train", "--out", str(out), "--resume", "--set", "train.max_steps=3", "--set", "train.progress=false"]
+    assert cli_main(resume) == 0  # config.yaml of the run folder: loop2 model, same data
+    assert json.loads(capsys.readouterr().out)["step"] == 3
     assert cli_main(args + ["--set", "train.lr=oops"]) == 2
     assert "train.lr must be a number" in capsys.readouterr().err

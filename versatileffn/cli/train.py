@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ..config import FFN_NAMES
 from ..train import Trainer, load_run_config
@@ -9,8 +10,8 @@ from ..train import Trainer, load_run_config
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model (YAML preset + --set overrides; works under torchrun)")
-    p.add_argument("--config", default="tiny-cpu", help="a YAML file or a preset under configs/ (tiny-cpu, "
-                                                        "small-gpu, paper-354m, paper-720m)")
+    p.add_argument("--config", help="a YAML file or a preset under configs/ (tiny-cpu, small-gpu, paper-354m, "
+                                     "paper-720m); default tiny-cpu, or with --resume the run folder's config.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=3e-4 --set model.ffn.kind=versatile")
     p.add_argument("--ffn", choices=sorted(FFN_NAMES), help="FFN kind by short name (replaces model.ffn)")
@@ -28,7 +29,11 @@ def build_config(args):
     for flag, key in ((args.data, "data.path"), (args.out, "train.out_dir"), (args.init_from, "train.init_from")):
         if flag:
             overrides.append(f"{key}={flag}")
-    return load_run_config(args.config, overrides)
+    config = args.config
+    if config is None:
+        saved = Path(args.out) / "config.yaml" if args.out else None
+        config = saved if (args.resume and saved is not None and saved.is_file()) else "tiny-cpu"
+    return load_run_config(config, overrides)
 
 
 def run(args) -> int:
