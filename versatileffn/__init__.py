@@ -7,6 +7,12 @@ from .model import MODEL_PRESETS, KVCache, LMOutput, VersatileLM, build_model, m
 
 __version__ = "0.1.0"
 
+# Converted Hugging Face models load with plain AutoModelForCausalLM.from_pretrained(DIR) after
+# `import versatileffn`; registration waits for transformers' own import (never imports it here).
+from .hf import register_with_transformers as _register_with_transformers  # noqa: E402
+
+_register_with_transformers()
+
 __all__ = [
     "VersatileFFN", "VersatileFFNConfig", "DenseFFN", "LoopFFN", "MoEFFN", "FFNStats", "RMSNorm",
     "switch_balance_loss", "FFNConfig", "ModelConfig", "VersatileLM", "LMOutput", "KVCache", "MODEL_PRESETS",

@@ -19,6 +19,7 @@ T = TypeVar("T")
 
 FFN_KINDS = ("dense", "loop", "moe", "versatile")
 VERSATILE_MODES = ("gated", "width", "depth", "ungated")
+DEPTH_GRAD_MODES = ("auto", "full", "exact")  # how VersatileFFN's training forward builds the depth graph
 
 
 def _require(cond: bool, name: str, allowed: str, got: Any) -> None:
@@ -48,6 +49,9 @@ class VersatileFFNConfig:
     norm_eps: float = 1e-6
     init_std: float = 0.02
     check_finite: bool = False  # debug mode: reject NaN/Inf inputs (costs a host sync per call)
+    # training forward: "full" = Algorithm 1 (sync-free), "exact" = backward graphs only up to each token's
+    # sampled depth (same gradients, one host read), "auto" = exact on CUDA in eager mode for large calls
+    depth_grad: str = "auto"
 
     def __post_init__(self) -> None:
         _require(isinstance(self.d_model, int) and self.d_model >= 1, "d_model", "an integer >= 1", self.d_model)
@@ -57,6 +61,7 @@ class VersatileFFNConfig:
                  f"an integer in [1, n_experts={self.n_experts}]", self.top_k)
         _require(isinstance(self.max_loops, int) and self.max_loops >= 1, "max_loops", "an integer >= 1", self.max_loops)
         _require(self.mode in VERSATILE_MODES, "mode", f"one of {VERSATILE_MODES}", self.mode)
+        _require(self.depth_grad in DEPTH_GRAD_MODES, "depth_grad", f"one of {DEPTH_GRAD_MODES}", self.depth_grad)
         if self.d_expert is None:
             _require(self.d_hidden % self.n_experts == 0, "d_hidden",
                      f"divisible by n_experts={self.n_experts} when d_expert is not set", self.d_hidden)
@@ -114,6 +119,7 @@ class FFNConfig:
     tau_end: float = 0.1
     tau_decay: float = 0.99984
     balance_loss_coef: float = 1e-5
+    depth_grad: str = "auto"
 
     def __post_init__(self) -> None:
         _require(self.kind in FFN_KINDS, "ffn.kind", f"one of {FFN_KINDS}", self.kind)
@@ -122,12 +128,14 @@ class FFNConfig:
         _require(isinstance(self.top_k, int) and 1 <= self.top_k <= self.n_experts, "ffn.top_k",
                  f"an integer in [1, n_experts={self.n_experts}]", self.top_k)
         _require(self.mode in VERSATILE_MODES, "ffn.mode", f"one of {VERSATILE_MODES}", self.mode)
+        _require(self.depth_grad in DEPTH_GRAD_MODES, "ffn.depth_grad", f"one of {DEPTH_GRAD_MODES}", self.depth_grad)
 
     def versatile(self, d_model: int, d_hidden: int, norm_eps: float, init_std: float) -> VersatileFFNConfig:
         return VersatileFFNConfig(
             d_model=d_model, d_hidden=d_hidden, n_experts=self.n_experts, top_k=self.top_k, d_expert=self.d_expert,
             max_loops=self.max_loops, mode=self.mode, tau_start=self.tau_start, tau_end=self.tau_end,
-            tau_decay=self.tau_decay, balance_loss_coef=self.balance_loss_coef, norm_eps=norm_eps, init_std=init_std)
+            tau_decay=self.tau_decay, balance_loss_coef=self.balance_loss_coef, norm_eps=norm_eps, init_std=init_std,
+            depth_grad=self.depth_grad)
 
     def build(self, d_model: int, d_hidden: int, norm_eps: float = 1e-6, init_std: float = 0.02):
         from .ffn import DenseFFN, LoopFFN, MoEFFN, VersatileFFN
@@ -179,6 +187,9 @@ class ModelConfig:
     norm_eps: float = 1e-6
     qk_norm: bool = False
     init_std: float = 0.02
+    # recompute each block's activations in the backward pass (torch.utils.checkpoint; the RNG state is
+    # restored, so VersatileFFN's Gumbel sample is the same in the recomputation)
+    activation_checkpointing: bool = False
     ffn: FFNConfig = field(default_factory=FFNConfig)
 
     def __post_init__(self) -> None:
@@ -230,8 +241,11 @@ def from_dict(cls: type[T], data: dict[str, Any], path: str = "") -> T:
     kwargs = {}
     for key, value in data.items():
         tp = hints[key]
+        where = f"{path}.{key}" if path else key
         if _is_dataclass_type(tp) and isinstance(value, dict):
-            value = from_dict(tp, value, f"{path}.{key}" if path else key)
+            value = from_dict(tp, value, where)
+        elif not _is_dataclass_type(tp):
+            value = _coerce(value, tp, where)
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -242,7 +256,35 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 def _parse_scalar(text: str) -> Any:
     value = yaml.safe_load(text)
+    if isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string; numbers should stay numbers
+        try:
+            return float(value)
+        except ValueError:
+            return value
     return text if value is None and text not in ("null", "~", "") else value
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Convert YAML scalars to the annotated type (e.g. "3e-4" -> 3e-4 for a float field)."""
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args or tp is Any:
+            return None
+        raise ValueError(f"{path} must not be null")
+    base = [a for a in args if a is not type(None)] if args else [tp]
+    if float in base and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{path} must be a number; got {value!r}") from None
+    if int in base and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{path} must be an integer; got {value!r}") from None
+    if int in base and isinstance(value, float) and value.is_integer() and float not in base:
+        return int(value)
+    return value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -43,3 +43,77 @@ def static_ffn_flops_per_token(config: ModelConfig) -> int | None:
     if kind == "moe":
         return moe_ffn_flops_per_token(config)
     return None
+
+
+# ------------------------------------------------------------------------ executed FLOPs (evaluation statistics)
+
+FLOP_CONVENTIONS = {
+    "paper": "a VersatileFFN token costs l_hat full FFN applications plus, when it takes the width path "
+             "(lambda > 0), top-K of N virtual experts = K * 6 * d_model * d_expert (what the MoE's K real "
+             "experts cost); router and loop head not counted (paper Table 2)",
+    "implementation": "what versatileffn's eval forward computes: l_hat full FFN applications, plus for "
+                      "width-path tokens one masked down projection 2 * d_model * d_hidden on the activations "
+                      "shared with loop 1 and the router 2 * d_model * N, plus the loop head 2 * d_model * L_max "
+                      "for every token (width-only ablation: one full FFN + router)",
+}
+
+
+def versatile_layer_flops(config: ModelConfig, loop_histogram: list[int] | None, n_tokens: int) -> dict[str, float]:
+    """Total FFN FLOPs one VersatileFFN layer spent on ``n_tokens`` tokens in eval mode, both conventions.
+
+    loop_histogram[l-1] = tokens that executed exactly l loops (``FFNStats.loop_counts``; None for the
+    width-only ablation). Gated: tokens with l_hat < L_max take the width path; ungated: every token does.
+    """
+    f = config.ffn
+    d, h = config.d_model, config.d_hidden
+    d_expert = f.d_expert if f.d_expert is not None else h // f.n_experts
+    full = swiglu_flops(d, h)
+    if f.mode == "width":
+        return {"paper": n_tokens * f.top_k * swiglu_flops(d, d_expert),
+                "implementation": n_tokens * (full + 2 * d * f.n_experts)}
+    if loop_histogram is None or len(loop_histogram) != f.max_loops:
+        raise ValueError(f"loop_histogram must list {f.max_loops} counts (tokens per executed loop count); "
+                         f"got {loop_histogram!r}")
+    depth = full * sum((i + 1) * c for i, c in enumerate(loop_histogram))
+    width_tokens = {"gated": sum(loop_histogram[:-1]), "ungated": n_tokens, "depth": 0}[f.mode]
+    return {"paper": depth + width_tokens * f.top_k * swiglu_flops(d, d_expert),
+            "implementation": depth + width_tokens * (2 * d * h + 2 * d * f.n_experts)
+            + n_tokens * 2 * d * f.max_loops}
+
+
+def executed_ffn_flops(config: ModelConfig, layer_stats: list[dict]) -> dict:
+    """FFN FLOPs per token over all layers from the per-layer statistics of an evaluation
+    (``VersatileLM.ffn_stats()``: ``tokens`` and ``loop_histogram`` per layer).
+
+    Returns ``paper`` and ``implementation`` (see FLOP_CONVENTIONS), the Table 2 formula
+    Base * N_mean + (MoE - Base) * P with N_mean = mean executed loops over layers and tokens and
+    P = share of (layer, token) pairs below L_max, and the per-layer numbers. For dense / k-loop / MoE models
+    the cost does not depend on the data and every entry is the static count.
+    """
+    static = static_ffn_flops_per_token(config)
+    if static is not None:
+        return {"paper": float(static), "implementation": float(static), "formula": None, "mean_loops": None,
+                "frac_below_max": None, "per_layer": [static / config.n_layers] * config.n_layers}
+    if len(layer_stats) != config.n_layers:
+        raise ValueError(f"need statistics for {config.n_layers} layers; got {len(layer_stats)}")
+    tokens = [int(s.get("tokens", 0)) for s in layer_stats]
+    if min(tokens) == 0:
+        raise ValueError("the FFN statistics count no tokens: reset_ffn_stats() before the evaluation forward "
+                         "and run at least one token in eval mode")
+    per_layer = [versatile_layer_flops(config, s.get("loop_histogram"), n) for s, n in zip(layer_stats, tokens)]
+    out = {key: sum(p[key] / n for p, n in zip(per_layer, tokens)) for key in ("paper", "implementation")}
+    out["per_layer"] = [{k: v / n for k, v in p.items()} for p, n in zip(per_layer, tokens)]
+    for entry, s, n in zip(out["per_layer"], layer_stats, tokens):  # Fig. 4: executed loops per layer
+        hist = s.get("loop_histogram")
+        if hist is not None:
+            entry.update(mean_loops=sum((i + 1) * c for i, c in enumerate(hist)) / n, frac_below_max=sum(hist[:-1]) / n)
+    if config.ffn.mode == "width":
+        out.update(formula=None, mean_loops=None, frac_below_max=None)
+        return out
+    hists = [s["loop_histogram"] for s in layer_stats]
+    n_all = sum(tokens)
+    mean_loops = sum((i + 1) * c for hist in hists for i, c in enumerate(hist)) / n_all
+    frac_below = sum(sum(hist[:-1]) for hist in hists) / n_all
+    out.update(mean_loops=mean_loops, frac_below_max=frac_below,
+               formula=paper_formula_flops(config, mean_loops, frac_below))
+    return out

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 from .config import FFNConfig, ModelConfig
 from .ffn import DenseFFN, MoEFFN, RMSNorm, VersatileFFN
+from .ffn.fast import checkpoint_contexts
 
 MODEL_PRESETS: dict[str, dict] = {
     # The paper's models (FACTS.md): 15 layers, vocab 50,280 padded to 50,304, untied embeddings.
@@ -63,10 +65,11 @@ def rope_tables(head_dim: int, max_len: int, theta: float, device=None) -> tuple
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x_bhtd: torch.Tensor, cos_td: torch.Tensor, sin_td: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE (the Llama/OLMo convention) on [B, H, T, D]."""
+def apply_rope(x_bhtd: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE (the Llama/OLMo convention) on [B, H, T, D]; cos/sin are [T, D/2] (positions shared
+    by the batch) or [B, T, D/2] (per-row positions, e.g. packed sequences)."""
     x1, x2 = x_bhtd.float().chunk(2, dim=-1)
-    cos, sin = cos_td[None, None], sin_td[None, None]
+    cos, sin = (cos[None, None], sin[None, None]) if cos.dim() == 2 else (cos[:, None], sin[:, None])
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x_bhtd.dtype)
 
 
@@ -83,7 +86,9 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(self.kv_heads * self.head_dim, config.norm_eps) if config.qk_norm else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+                layer: int = 0, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """attn_mask (optional, no cache): an explicit boolean mask [B, 1, T, T] replacing the causal one,
+        e.g. for several sequences packed into one row."""
         B, T, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.q_norm is not None:
@@ -101,7 +106,11 @@ class Attention(nn.Module):
         if self.kv_heads != self.n_heads:
             rep = self.n_heads // self.kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        if past == 0:
+        if attn_mask is not None:
+            if cache is not None:
+                raise ValueError("an explicit attn_mask cannot be combined with a KV cache")
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        elif past == 0:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif T == 1:
             y = F.scaled_dot_product_attention(q, k, v)
@@ -161,8 +170,14 @@ class VersatileLM(nn.Module):
             raise ValueError(f"KV cache holds {cache.max_len} positions; {start + T} needed")
         cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         x = self.embed(input_ids)
+        checkpointing = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cache, i)
+            if checkpointing and cache is None:
+                # RNG state restored on recompute (same Gumbel sample); statistics not counted twice
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, None, i, use_reentrant=False,
+                                                      preserve_rng_state=True, context_fn=checkpoint_contexts)
+            else:
+                x = block(x, cos, sin, cache, i)
         if cache is not None:
             cache.pos += T
         logits = self.lm_head(self.final_norm(x))

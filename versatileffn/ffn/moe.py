@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .common import attach_aux_loss, check_sublayer_input, fp32_logits, switch_balance_loss, top_k_gates
 from .dense import DenseFFN
+from .fast import grouped_mm, grouped_mm_supported, is_recomputing, sort_by_expert
 from .stats import FFNStats
 
 
@@ -27,6 +28,9 @@ class MoEFFN(DenseFFN):
             raise ValueError(f"d_expert must be >= 1; got {d_expert!r}")
         self.n_experts, self.top_k, self.d_expert = n_experts, top_k, d_expert
         self.balance_loss_coef = balance_loss_coef
+        # runtime knob: "auto" (grouped GEMMs over expert-sorted tokens where torch._grouped_mm runs, i.e.
+        # CUDA sm_90+ bf16; dense einsum elsewhere), "grouped" or "dense" (every expert on every token)
+        self.expert_impl = "auto"
         super().__init__(d_model, d_hidden, norm_eps=norm_eps, init_std=init_std)
         self.router = nn.Linear(d_model, n_experts, bias=False)
         self.expert_gate = nn.Parameter(torch.empty(n_experts, d_expert, d_model))   # [N, de, d]
@@ -51,14 +55,37 @@ class MoEFFN(DenseFFN):
         act = F.silu(gate) * up * dense_gates_ne.to(u_nd.dtype).unsqueeze(-1)
         return torch.einsum("nef,edf->nd", act, self.expert_down.to(u_nd.dtype))
 
+    def experts_grouped(self, u_nd: torch.Tensor, gates_nk: torch.Tensor, experts_nk: torch.Tensor) -> torch.Tensor:
+        """The same sum over only the K selected experts: assignments sorted by expert, one grouped GEMM per
+        projection (sync-free on CUDA), outputs scaled by their gate and added back per token."""
+        order, token_m, ends_e = sort_by_expert(experts_nk, self.n_experts)
+        dt = _compute_dtype(u_nd)
+        u_md = u_nd.index_select(0, token_m).to(dt)
+        gate_mf = grouped_mm(u_md, self.expert_gate.to(dt).transpose(1, 2), ends_e)  # [N, d, de] views
+        up_mf = grouped_mm(u_md, self.expert_up.to(dt).transpose(1, 2), ends_e)
+        y_md = grouped_mm(F.silu(gate_mf) * up_mf, self.expert_down.to(dt).transpose(1, 2), ends_e)
+        y_md = y_md * gates_nk.reshape(-1).index_select(0, order).to(dt).unsqueeze(-1)
+        return torch.zeros_like(u_nd, dtype=dt).index_add(0, token_m, y_md)
+
+    def _use_grouped(self, u_nd: torch.Tensor) -> bool:
+        if self.expert_impl not in ("auto", "grouped", "dense"):
+            raise ValueError(f"expert_impl must be 'auto', 'grouped' or 'dense'; got {self.expert_impl!r}")
+        if self.expert_impl == "auto":  # under bf16 autocast the fp32 residual stream is cast for the GEMMs
+            return grouped_mm_supported(u_nd.to(_compute_dtype(u_nd)))
+        return self.expert_impl == "grouped"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_sublayer_input(x, self.d_model, self.check_finite, type(self).__name__)
         h_nd = x.reshape(-1, self.d_model)
         logits_ne = fp32_logits(h_nd, self.router.weight)
-        _, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
+        gates_nk, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
         u_nd = self.norm(h_nd)
         a_nh = F.silu(self.gate_proj(u_nd)) * self.up_proj(u_nd)
-        y_nd = h_nd + self.down_proj(a_nh) + self.experts(u_nd, dense_gates_ne)
+        if self._use_grouped(u_nd):
+            y_experts = self.experts_grouped(u_nd, gates_nk, experts_nk)
+        else:
+            y_experts = self.experts(u_nd, dense_gates_ne)
+        y_nd = h_nd + self.down_proj(a_nh) + y_experts
         self._record(experts_nk, h_nd.shape[0])
         if self.training and torch.is_grad_enabled():
             aux = switch_balance_loss(logits_ne, experts_nk)
@@ -68,11 +95,20 @@ class MoEFFN(DenseFFN):
 
     @torch.no_grad()
     def _record(self, experts_nk: torch.Tensor, n: int) -> None:
+        if is_recomputing():  # activation checkpointing re-runs the forward: count each token once
+            return
         s = self.stats
         if s.n_tokens.device != experts_nk.device:
             self.stats = s = s.to(experts_nk.device)
         s.n_tokens += n
-        s.expert_counts += torch.bincount(experts_nk.reshape(-1), minlength=self.n_experts).to(s.expert_counts)
+        flat = experts_nk.reshape(-1)
+        s.expert_counts.index_add_(0, flat, torch.ones_like(flat, dtype=s.expert_counts.dtype))
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", n_experts={self.n_experts}, top_k={self.top_k}, d_expert={self.d_expert}"
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on x runs in: the autocast dtype where autocast is on for x's device."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype

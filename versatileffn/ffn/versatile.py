@@ -15,15 +15,25 @@ Two identities make this cheaper than the paper's description without changing i
 Training runs every token through all L_max loops (Algorithm 1: the loop head's straight-through
 gradient needs every H^(l)); eval mode runs each token exactly its predicted loops on a shrinking,
 sorted batch and runs the width path only for tokens with lambda > 0 ("Inference Optimization").
+
+Exact-gradient depth (``depth_grad``): the forward value of p is one-hot(l_hat), so dY/dH^(l) = 0 for
+every l != l_hat and no gradient flows through loops after a token's sampled depth; only the loop
+head's straight-through term <dY, H^(l)> needs their VALUES. "exact" sorts tokens by l_hat once (one
+host sync per layer) and runs loop l with autograd only on the tokens with l_hat >= l, the rest under
+no_grad: the same gradients to rounding, backward through 2.5 instead of 4 loops for a uniform loop mix.
+"full" is Algorithm 1 as written (sync-free, ``torch.compile(fullgraph=True)``-able); "auto" picks
+"exact" on CUDA in eager mode from ``exact_min_tokens`` tokens per call (where it measured faster) and
+"full" elsewhere.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from ..config import VersatileFFNConfig
+from ..config import DEPTH_GRAD_MODES, VersatileFFNConfig
 from .common import attach_aux_loss, check_sublayer_input, fp32_logits, switch_balance_loss, top_k_gates
 from .dense import DenseFFN
+from .fast import count_values, is_recomputing, permute_rows, select_loop_states, sort_by_loops
 from .stats import FFNStats
 
 
@@ -45,8 +55,24 @@ class VersatileFFN(DenseFFN):
         for k, (lo, hi) in enumerate(config.expert_slices()):
             membership[k, lo:hi] = 1.0
         self.register_buffer("expert_membership", membership, persistent=False)
+        # experts tile the hidden units exactly (the paper's default): the mask is a per-expert broadcast
+        self.experts_tile = (config.expert_stride == config.expert_dim
+                             and config.n_experts * config.expert_dim == config.d_hidden)
         self.register_buffer("tau", torch.tensor(float(config.tau_start)))  # Gumbel temperature, saved
         self.inference_loop_cap: int | None = None  # runtime knob: clip predicted loops at inference
+        self.depth_grad = config.depth_grad  # runtime knob: "auto" | "full" | "exact" (module docstring)
+        self.last_depth_grad: str | None = None  # what the last training forward ran (FLOP accounting)
+        # runtime knob for eval: "compact" (sorted early exit, one host read per layer), "all_loops" (every
+        # token runs L_max loops and keeps H^(l_hat): sync-free, fullgraph-compilable), or "auto" =
+        # all_loops for 2..eval_all_loops_tokens tokens, compact otherwise
+        self.eval_impl = "auto"
+        self.eval_all_loops_tokens = 256
+        # "auto" depth_grad runs "exact" on CUDA from this many tokens per call (measured: benchmarks/)
+        self.exact_min_tokens = 8192
+        # sorted-path bucket sizes are rounded up to this many rows (extra rows are computed as in the
+        # plain path, with exactly zero gradient): few distinct GEMM shapes, so cuBLAS plans and allocator
+        # blocks are reused instead of being created for every new bucket size
+        self.row_quantum = 256
         self.reset_head_parameters()
         self.reset_stats()
 
@@ -99,6 +125,15 @@ class VersatileFFN(DenseFFN):
     def set_temperature(self, value: float) -> None:
         self.tau.fill_(value)
 
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(bfloat16)`` / ``.half()`` keep tau in fp32: in bf16, 5.0 * 0.99984 rounds back to 5.0 and the
+        schedule would never anneal."""
+        tau = self._buffers["tau"]
+        out = super()._apply(fn, *args, **kwargs)
+        if self._buffers["tau"].dtype != torch.float32:
+            self._buffers["tau"] = tau.to(device=self._buffers["tau"].device, dtype=torch.float32)
+        return out
+
     # ------------------------------------------------------------------------------------- statistics
 
     def reset_stats(self) -> None:
@@ -110,17 +145,20 @@ class VersatileFFN(DenseFFN):
     @torch.no_grad()
     def _record(self, n: int, loops_n: torch.Tensor | None, lam_n: torch.Tensor | None,
                 experts_nk: torch.Tensor | None) -> None:
+        if is_recomputing():  # activation checkpointing re-runs the forward: count each token once
+            return
         s = self.stats
         dev = self.down_proj.weight.device
         if s.n_tokens.device != dev:
             self.stats = s = s.to(dev)
         s.n_tokens += n
+        # comparison counts rather than bincount: no sync, no atomics, static shapes (torch.compile)
         if loops_n is not None:
-            s.loop_counts += torch.bincount(loops_n - 1, minlength=self.max_loops).to(s.loop_counts)
+            s.loop_counts += count_values(loops_n - 1, self.max_loops).to(s.loop_counts)
         if lam_n is not None:
             s.lambda_sum += lam_n.sum().to(s.lambda_sum)
         if experts_nk is not None:
-            s.expert_counts += torch.bincount(experts_nk.reshape(-1), minlength=self.n_experts).to(s.expert_counts)
+            s.expert_counts += count_values(experts_nk, self.n_experts).to(s.expert_counts)
 
     # ------------------------------------------------------------------------------------------ paths
 
@@ -128,8 +166,16 @@ class VersatileFFN(DenseFFN):
         """Eq. 6-8 through the mask identity: Y_width = H + W_out (a * m). Returns (y, logits, experts)."""
         logits_ne = fp32_logits(h_nd, self.router.weight)  # router sees the un-normalised H (Sec. 3.2)
         _, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
-        mask_nh = (dense_gates_ne @ self.expert_membership).to(a_nh.dtype)
-        return h_nd + self.down_proj(a_nh * mask_nh), logits_ne, experts_nk
+        return h_nd + self.down_proj(self._masked(a_nh, dense_gates_ne)), logits_ne, experts_nk
+
+    def _masked(self, a_nh: torch.Tensor, dense_gates_ne: torch.Tensor) -> torch.Tensor:
+        """a * m, m_j = sum of the selected gates of the experts owning hidden unit j."""
+        if self.experts_tile:  # m = gate of the unit's one expert: a broadcast, no [n, d_hidden] mask in memory
+            n, N = a_nh.shape[0], self.n_experts
+            masked_nh = a_nh.view(n, N, self.d_hidden // N) * dense_gates_ne.to(a_nh.dtype).unsqueeze(-1)
+            return masked_nh.view(n, self.d_hidden)
+        # overlapping windows: units shared by two selected experts get the sum of their gates
+        return a_nh * (dense_gates_ne @ self.expert_membership.to(dense_gates_ne.dtype)).to(a_nh.dtype)
 
     def _loop_sample(self, h_nd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 10 with straight-through: forward value one-hot(argmax), gradient of the soft p."""
@@ -148,8 +194,43 @@ class VersatileFFN(DenseFFN):
         return loops_n
 
     def _fuse(self, y_width: torch.Tensor, y_depth: torch.Tensor, lam_n: torch.Tensor) -> torch.Tensor:
-        lam = lam_n.to(y_depth.dtype).unsqueeze(-1)
-        return lam * y_width + (1 - lam) * y_depth  # Eq. 3
+        # Eq. 3, lambda Y_width + (1 - lambda) Y_depth, as one lerp kernel (fp32 arithmetic inside)
+        return torch.lerp(y_depth, y_width, lam_n.to(y_depth.dtype).unsqueeze(-1))
+
+    def _exact_depth_grad(self, h_nd: torch.Tensor) -> bool:
+        if self.depth_grad not in DEPTH_GRAD_MODES:
+            raise ValueError(f"depth_grad must be one of {DEPTH_GRAD_MODES}; got {self.depth_grad!r}")
+        if self.depth_grad == "auto":  # the sorted path reads sizes on the host: not inside a compiled graph
+            return h_nd.is_cuda and not torch.compiler.is_compiling() and h_nd.shape[0] >= self.exact_min_tokens
+        return self.depth_grad == "exact"
+
+    def _rows(self, k: int, limit: int) -> int:
+        """k rounded up to the row quantum, at most limit."""
+        q = max(1, self.row_quantum)
+        return min(limit, -(-k // q) * q)
+
+    def _depth_states(self, h_nd: torch.Tensor, a_nh: torch.Tensor, read_counts=None) -> list[torch.Tensor]:
+        """H^(1..L) (Eq. 9). read_counts: None (every row gets a backward graph) or the deferred read of
+        sort_by_loops; rows are then sorted by l_hat (descending) and loop l builds a graph only for the
+        n_grad[l] rows with l_hat >= l. The other rows still run loop l (their values feed the loop head's
+        straight-through gradient)."""
+        n = h_nd.shape[0]
+        states = [h_nd + self.down_proj(a_nh)]  # H^(1): every token has l_hat >= 1
+        n_grad = None
+        if read_counts is not None:  # loop 1 and the width path are queued: reading now leaves no GPU bubble
+            counts = read_counts()
+            n_grad = [sum(counts[loop:]) for loop in range(len(counts))]  # n_grad[l] = tokens with l_hat >= l
+        for loop in range(2, self.max_loops + 1):
+            k = n if n_grad is None else self._rows(n_grad[loop], n)
+            cur = states[-1]
+            if k == n:
+                states.append(self.step(cur))
+                continue
+            parts = [self.step(cur[:k])] if k > 0 else []
+            with torch.no_grad():  # tokens with l_hat < loop: dY/dH^(loop) = p_loop * dY = 0
+                parts.append(self.step(cur[k:]))
+            states.append(torch.cat(parts))
+        return states
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_sublayer_input(x, self.d_model, self.check_finite, type(self).__name__)
@@ -158,18 +239,24 @@ class VersatileFFN(DenseFFN):
         return y_nd.view_as(x)
 
     def _forward_train(self, h_nd: torch.Tensor) -> torch.Tensor:
-        """Algorithm 1. No host synchronisation: every token runs L_max loops, selection is arithmetic."""
+        """Algorithm 1. "full": no host synchronisation, every token runs L_max loops with autograd.
+        "exact": tokens sorted by the sampled l_hat, backward graphs only up to each token's l_hat."""
         L = self.max_loops
+        p_nl = loops_n = order_n = inverse_n = read_counts = None
+        if self.uses_depth:
+            p_nl, loops_n = self._loop_sample(h_nd)  # drawn in input order: the same sample either way
+            exact = self._exact_depth_grad(h_nd)
+            self.last_depth_grad = "exact" if exact else "full"
+            if exact:  # the one host read of this layer (bucket sizes) happens inside _depth_states
+                order_n, inverse_n, read_counts = sort_by_loops(loops_n, L)
+                h_nd, p_nl = permute_rows(h_nd, order_n, inverse_n), permute_rows(p_nl, order_n, inverse_n)
+                loops_n = loops_n.index_select(0, order_n)
         a_nh = self.hidden(h_nd)  # loop 1's activations, shared with the width path
-        y_width = logits_ne = experts_nk = loops_n = lam_n = None
+        y_width = logits_ne = experts_nk = lam_n = None
         if self.uses_width:
             y_width, logits_ne, experts_nk = self._width(h_nd, a_nh)
         if self.uses_depth:
-            p_nl, loops_n = self._loop_sample(h_nd)
-            states = [h_nd + self.down_proj(a_nh)]  # H^(1)
-            for _ in range(L - 1):
-                states.append(self.step(states[-1]))  # Eq. 9
-            y_depth = (torch.stack(states, dim=-1) * p_nl.to(states[0].dtype).unsqueeze(1)).sum(-1)  # Eq. 11
+            y_depth = select_loop_states(self._depth_states(h_nd, a_nh, read_counts), p_nl)  # Eq. 11
             expected_n = (p_nl * torch.arange(1, L + 1, device=p_nl.device, dtype=p_nl.dtype)).sum(-1)  # Eq. 12
             lam_n = (L - expected_n) / L  # Eq. 13
         if self.mode == "gated":
@@ -181,6 +268,8 @@ class VersatileFFN(DenseFFN):
             y_nd = y_width
         else:
             y_nd = y_depth
+        if order_n is not None:  # back to input order
+            y_nd = permute_rows(y_nd, inverse_n, order_n)
         self._record(h_nd.shape[0], loops_n, lam_n.detach() if lam_n is not None else None, experts_nk)
         if self.uses_width and torch.is_grad_enabled():
             aux = switch_balance_loss(logits_ne, experts_nk)
@@ -190,24 +279,37 @@ class VersatileFFN(DenseFFN):
         return y_nd
 
     def _forward_eval(self, h_nd: torch.Tensor) -> torch.Tensor:
-        """Discrete early exit + conditional parallelism: each token runs exactly its l_hat loops.
-
-        Tokens are sorted by l_hat (descending) once, so loop l runs on the prefix of tokens that still
-        need it; the width path runs only on the suffix with lambda > 0. One host sync (bucket sizes).
-        """
-        n, L = h_nd.shape[0], self.max_loops
+        """Discrete early exit + conditional parallelism: each token's output is H^(l_hat) fused with the
+        width path for lambda > 0 ("Inference Optimization"), computed by one of two implementations."""
+        n = h_nd.shape[0]
         if not self.uses_depth:  # width-only ablation
             y_width, _, experts_nk = self._width(h_nd, self.hidden(h_nd))
             self._record(n, None, None, experts_nk)
             return y_width
+        if self.eval_impl not in ("auto", "compact", "all_loops"):
+            raise ValueError(f"eval_impl must be 'auto', 'compact' or 'all_loops'; got {self.eval_impl!r}")
+        # auto, by the H100 numbers in benchmarks/results: a single token runs fewer loops compacted; 8-64
+        # tokens (batched decode) are faster sync-free; prefill (4k-16k tokens) is faster compacted, eager
+        # and compiled (there the host read splits the graph)
+        all_loops = self.eval_impl == "all_loops" or (
+            self.eval_impl == "auto" and 1 < n <= self.eval_all_loops_tokens)
+        return self._eval_all_loops(h_nd) if all_loops else self._eval_compact(h_nd)
+
+    def _eval_compact(self, h_nd: torch.Tensor) -> torch.Tensor:
+        """Each token runs exactly its l_hat loops: tokens sorted by l_hat (descending) once, loop l runs on
+        the prefix that still needs it, the width path only on the suffix with lambda > 0. One host read of
+        the bucket sizes per layer, deferred until loop 1 is queued. (Measured faster on the H100 than a
+        variant that also queued the router and statistics before the read and padded the buckets to the
+        row quantum: benchmarks/results/h100_run2 vs h100_run3.)"""
+        n, L = h_nd.shape[0], self.max_loops
         loops_n = self._predicted_loops(h_nd)
-        order_n = torch.argsort(loops_n, descending=True, stable=True)
-        counts = torch.bincount(loops_n, minlength=L + 2).tolist()  # counts[l] = tokens with exactly l loops
-        at_least = [sum(counts[l:]) for l in range(L + 2)]          # at_least[l] = tokens with >= l loops
+        order_n, inverse_n, read_counts = sort_by_loops(loops_n, L)
         h_sorted = h_nd.index_select(0, order_n)
         loops_sorted = loops_n.index_select(0, order_n)
         a_nh = self.hidden(h_sorted)
         cur = h_sorted + self.down_proj(a_nh)
+        counts = read_counts()                                # counts[l] = tokens with exactly l loops
+        at_least = [sum(counts[l:]) for l in range(L + 2)]    # at_least[l] = tokens with >= l loops
         finished = []
         for loop in range(1, L + 1):
             still_running = at_least[loop + 1]
@@ -225,12 +327,33 @@ class VersatileFFN(DenseFFN):
                 lam_n = torch.full_like(lam_n, 0.5)
             y_width, _, experts_nk = self._width(h_sorted[start:], a_nh[start:])
             y_sorted = torch.cat([y_depth[:start], self._fuse(y_width, y_depth[start:], lam_n[start:])])
-        inverse_n = torch.empty_like(order_n)
-        inverse_n[order_n] = torch.arange(n, device=order_n.device)
         self._record(n, loops_n, lam_n, experts_nk)
         return y_sorted.index_select(0, inverse_n)
+
+    def _eval_all_loops(self, h_nd: torch.Tensor) -> torch.Tensor:
+        """Sync-free: every token runs L_max loops and keeps H^(l_hat); the width path runs for every token
+        and enters with lambda = 0 where l_hat = L_max (lerp with weight 0 returns Y_depth exactly)."""
+        n, L = h_nd.shape[0], self.max_loops
+        loops_n = self._predicted_loops(h_nd)
+        a_nh = self.hidden(h_nd)
+        onehot_nl = (loops_n.unsqueeze(-1) == torch.arange(1, L + 1, device=h_nd.device)).to(h_nd.dtype)
+        y_depth = select_loop_states(self._depth_states(h_nd, a_nh), onehot_nl)  # exact: a one-hot contraction
+        lam_n = (L - loops_n).to(torch.float32) / L
+        experts_nk = None
+        if self.mode == "depth":
+            y_nd = y_depth
+        else:
+            if self.mode == "ungated":
+                lam_n = torch.full_like(lam_n, 0.5)
+            y_width, _, experts_nk = self._width(h_nd, a_nh)
+            y_nd = self._fuse(y_width, y_depth, lam_n)
+            if self.mode == "gated":  # count width work only where it is used (value N: not counted)
+                experts_nk = torch.where((loops_n < L).unsqueeze(-1), experts_nk, self.n_experts)
+        self._record(n, loops_n, lam_n, experts_nk)
+        return y_nd
 
     def extra_repr(self) -> str:
         c = self.config
         return (super().extra_repr() + f", n_experts={c.n_experts}, top_k={c.top_k}, d_expert={c.expert_dim}, "
                 f"max_loops={c.max_loops}, mode={c.mode!r}")
+

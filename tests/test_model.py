@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from versatileffn import VersatileLM, ffn_config_from_name, model_config
+from versatileffn.flops import base_ffn_flops_per_token, moe_ffn_flops_per_token, paper_formula_flops
+
+PAPER = {  # FACTS.md parameter counts (M)
+    ("paper-354m", "dense"): 354.71, ("paper-354m", "versatile"): 354.90, ("paper-354m", "moe"): 543.59,
+    ("paper-720m", "dense"): 720.81, ("paper-720m", "versatile"): 721.09, ("paper-720m", "moe"): 1145.69,
+}
+
+
+@pytest.mark.parametrize("preset, ffn", list(PAPER))
+def test_paper_parameter_counts_within_0_05_percent(preset, ffn):
+    with torch.device("meta"):
+        model = VersatileLM(model_config(preset, ffn_config_from_name(ffn)))
+    got = model.num_params() / 1e6
+    assert abs(got - PAPER[preset, ffn]) / PAPER[preset, ffn] < 5e-4, got
+
+
+def test_paper_ffn_flops():
+    c354, c720 = model_config("paper-354m", ffn_config_from_name("moe")), model_config("paper-720m")
+    assert round(base_ffn_flops_per_token(c354) / 1e6, 2) == 377.49
+    assert round(base_ffn_flops_per_token(c720) / 1e6, 2) == 849.35
+    assert round(moe_ffn_flops_per_token(c354) / 1e6, 2) == 471.86
+    # Table 2's formula: with 1 loop everywhere and all tokens below L_max it is Base + (MoE - Base)
+    assert paper_formula_flops(c354, 1.0, 1.0) == moe_ffn_flops_per_token(c354)
+
+
+@pytest.mark.parametrize("ffn", ["dense", "moe", "loop2", "versatile", "versatile-width"])
+def test_lm_forward_backward_and_aux_loss(ffn):
+    model = VersatileLM(model_config("micro", ffn_config_from_name(ffn)))
+    ids = torch.randint(0, 256, (2, 12))
+    out = model(ids[:, :-1], targets=ids[:, 1:])
+    assert out.logits.shape == (2, 11, 256) and out.loss.ndim == 0
+    assert (out.aux_loss is not None) == (ffn in ("moe", "versatile", "versatile-width"))
+    out.loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+
+
+@pytest.mark.parametrize("ffn", ["dense", "versatile", "moe"])
+def test_generate_with_and_without_cache_agree(ffn):
+    model = VersatileLM(model_config("micro", ffn_config_from_name(ffn), qk_norm=True, n_kv_heads=2))
+    prompt = torch.randint(0, 256, (3, 5))
+    a = model.generate(prompt, max_new_tokens=10, use_cache=True)
+    b = model.generate(prompt, max_new_tokens=10, use_cache=False)
+    assert torch.equal(a, b) and a.shape == (3, 15)
+
+
+def test_chunked_prefill_matches_full_forward():
+    from versatileffn import KVCache
+    model = VersatileLM(model_config("micro", ffn_config_from_name("versatile"))).eval()
+    ids = torch.randint(0, 256, (2, 10))
+    full = model(ids).logits
+    cache = KVCache(model.config, 2, 10, "cpu", torch.float32)
+    first = model(ids[:, :6], cache=cache).logits
+    second = model(ids[:, 6:], cache=cache).logits
+    assert torch.allclose(torch.cat([first, second], 1), full, atol=1e-5)
+
+
+def test_loop_cap_and_stats_through_the_lm():
+    model = VersatileLM(model_config("micro", ffn_config_from_name("versatile"))).eval()
+    model.set_inference_loop_cap(1)
+    model.reset_ffn_stats()
+    model(torch.randint(0, 256, (2, 8)))
+    for s in model.ffn_stats():
+        assert s["loop_histogram"] == [16, 0, 0, 0] and s["mean_lambda"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="loop cap"):
+        model.set_inference_loop_cap(0)
+
+
+def test_anneal_temperature_reaches_every_layer():
+    model = VersatileLM(model_config("micro", ffn_config_from_name("versatile")))
+    model.anneal_temperature()
+    assert all(float(m.tau) == pytest.approx(5.0 * 0.99984) for m in model.versatile_layers())
+
+
+def test_bad_inputs():
+    model = VersatileLM(model_config("micro"))
+    with pytest.raises(ValueError, match="input_ids"):
+        model(torch.randint(0, 256, (12,)))
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(torch.randint(0, 256, (1, 65)))
+    with pytest.raises(ValueError, match="unknown model preset"):
+        model_config("paper-1b")

@@ -1,0 +1,213 @@
+"""The pictures. matplotlib's object API with the Agg canvas (no pyplot, no global backend switch, no display);
+word clouds with the ``wordcloud`` package and the font it ships (DroidSansMono), so everything works offline."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path
+
+
+def _layer_labels(layers: list[dict]) -> list[str]:
+    return [str(r["layer"]) for r in layers]
+
+
+def bin_positions(values_lt: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average [n_layers, T] values over at most ``max_bins`` equal position bins; returns (bin starts, values)."""
+    values_lt = np.asarray(values_lt, dtype=np.float64)
+    T = values_lt.shape[1]
+    n_bins = min(T, max_bins)
+    edges = np.linspace(0, T, n_bins + 1).astype(int)
+    binned = np.stack([values_lt[:, a:b].mean(axis=1) for a, b in zip(edges[:-1], edges[1:])], axis=1)
+    return edges[:-1], binned
+
+
+def loops_per_layer(layers: list[dict], path: Path) -> Path:
+    """Fig. 4: average executed loops per layer."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    means = [r.get("mean_loops", 0.0) for r in layers]
+    bars = ax.bar(range(len(layers)), means, color="#3b6ea8")
+    ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+    max_loops = max(r["max_loops"] for r in layers)
+    ax.axhline(max_loops, color="grey", ls="--", lw=1, label=f"L_max = {max_loops}")
+    ax.set_xticks(range(len(layers)), _layer_labels(layers))
+    ax.set(xlabel="layer", ylabel="average executed loops", ylim=(0, max_loops + 0.5),
+           title="Average executed loops per layer")
+    ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def _layer_heatmap(fig: Figure, ax, matrix: np.ndarray, xlabels: list[str], ylabels: list[str], cbar_label: str,
+                   annotate: bool, fmt: str = "{:.2f}", **kw) -> None:
+    im = ax.imshow(matrix, aspect="auto", **kw)
+    ax.set_xticks(range(len(xlabels)), xlabels)
+    ax.set_yticks(range(len(ylabels)), ylabels)
+    fig.colorbar(im, ax=ax, label=cbar_label)
+    if annotate and matrix.size <= 400:
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7,
+                    color="white" if v > 0.6 * np.nanmax(matrix) else "black")
+
+
+def loop_histogram(layers: list[dict], path: Path) -> Path:
+    """Share of tokens executing exactly l loops, per layer."""
+    max_loops = max(r["max_loops"] for r in layers)
+    m = np.zeros((len(layers), max_loops))
+    for i, r in enumerate(layers):
+        frac = r.get("loop_fraction", [])
+        m[i, :len(frac)] = frac
+    fig = _figure(6.5, 0.5 * len(layers) + 2.0)
+    ax = fig.add_subplot()
+    _layer_heatmap(fig, ax, m, [str(l) for l in range(1, max_loops + 1)], _layer_labels(layers),
+                   "share of tokens", True, cmap="Blues", vmin=0, vmax=1)
+    ax.set(xlabel="executed loops", ylabel="layer", title="Loop histogram per layer")
+    return _save(fig, path)
+
+
+def expert_load(layers: list[dict], path: Path) -> Path:
+    """Share of the executed top-K assignments each virtual expert receives, per layer (balanced = 1/N)."""
+    rows = [r.get("expert_load") or [] for r in layers]
+    n_experts = max(len(x) for x in rows) if rows else 0
+    m = np.full((len(layers), max(n_experts, 1)), np.nan)
+    for i, x in enumerate(rows):
+        m[i, :len(x)] = x
+    fig = _figure(6.5, 0.5 * len(layers) + 2.0)
+    ax = fig.add_subplot()
+    _layer_heatmap(fig, ax, m, [str(e) for e in range(m.shape[1])], _layer_labels(layers), "share of assignments",
+                   True, cmap="Oranges", vmin=0)
+    ax.set(xlabel="virtual expert", ylabel="layer",
+           title=f"Virtual-expert load per layer (balanced = {1 / max(n_experts, 1):.3f})")
+    return _save(fig, path)
+
+
+def lambda_distribution(layers: list[dict], path: Path) -> Path:
+    """Share of tokens at each gate value lambda, per layer (stacked), with the mean lambda marked."""
+    values = sorted({float(v) for r in layers for v in (r.get("lambda_histogram") or {})})
+    fig = _figure(7.0, 0.4 * len(layers) + 2.2)
+    ax = fig.add_subplot()
+    left = np.zeros(len(layers))
+    colors = [f"C{i % 10}" for i in range(len(values))]
+    for v, color in zip(values, colors):
+        share = []
+        for r in layers:
+            hist = r.get("lambda_histogram") or {}
+            total = sum(hist.values())
+            share.append(hist.get(f"{v:g}", 0) / total if total else 0.0)
+        ax.barh(range(len(layers)), share, left=left, color=color, label=f"λ = {v:g}")
+        left += np.asarray(share)
+    means = [r.get("mean_lambda", np.nan) for r in layers]
+    ax.scatter(means, range(len(layers)), color="black", marker="|", s=200, zorder=3, label="mean λ (x-axis value)")
+    ax.set_yticks(range(len(layers)), _layer_labels(layers))
+    ax.set(xlabel="share of tokens  /  mean λ", ylabel="layer", xlim=(0, 1), title="Gate λ distribution per layer")
+    ax.invert_yaxis()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def loops_vs_position(loops_lt: list[list[float]], path: Path, max_bins: int = 64) -> Path:
+    """Mean executed loops along the sequence, one line per layer and the average over layers."""
+    starts, binned = bin_positions(np.asarray(loops_lt), max_bins)
+    fig = _figure()
+    ax = fig.add_subplot()
+    for i, line in enumerate(binned):
+        ax.plot(starts, line, lw=1, alpha=0.7, label=f"layer {i}")
+    ax.plot(starts, binned.mean(axis=0), color="black", lw=2.2, label="all layers")
+    ax.set(xlabel="position in sequence (bin start)", ylabel="mean executed loops",
+           title="Executed loops vs sequence position")
+    ax.legend(fontsize=6, ncol=2 if len(binned) > 8 else 1)
+    return _save(fig, path)
+
+
+def cos_sample_heatmap(matrix: list[list[float]], layer: int, path: Path) -> Path:
+    """Fig. 5 (paper style): cos(Y_width at position i, Y_depth at position j) for one sample at one layer."""
+    m = np.asarray(matrix)
+    fig = _figure(5.8, 5.0)
+    ax = fig.add_subplot()
+    im = ax.imshow(m, cmap="viridis", vmin=min(0.0, float(m.min())), vmax=1.0)
+    fig.colorbar(im, ax=ax, label="cosine similarity")
+    ax.set(xlabel="position j (depth path output)", ylabel="position i (width path output)",
+           title=f"Width vs depth outputs, layer {layer}, one sample")
+    return _save(fig, path)
+
+
+def cos_layers_positions(cos_lt: list[list[float]], path: Path, max_bins: int = 128) -> Path:
+    """cos(Y_width, Y_depth) of the same token, mean over sequences: layers x positions."""
+    starts, binned = bin_positions(np.asarray(cos_lt), max_bins)
+    fig = _figure(8.0, 0.35 * len(binned) + 2.2)
+    ax = fig.add_subplot()
+    im = ax.imshow(binned, aspect="auto", cmap="viridis", vmin=min(0.0, float(binned.min())), vmax=1.0,
+                   extent=(0, starts[-1] + (starts[1] - starts[0] if len(starts) > 1 else 1), len(binned) - 0.5, -0.5))
+    fig.colorbar(im, ax=ax, label="cosine similarity")
+    ax.set_yticks(range(len(binned)), [str(i) for i in range(len(binned))])
+    ax.set(xlabel="position in sequence", ylabel="layer",
+           title="Width vs depth output, same token (mean over sequences)")
+    return _save(fig, path)
+
+
+def cos_per_layer(layers: list[dict], path: Path) -> Path:
+    """Per-layer mean cosine of the branch outputs and of the branch updates (output minus the residual H)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    x = np.arange(len(layers))
+    out = [np.nan if r.get("mean_cos_width_depth") is None else r["mean_cos_width_depth"] for r in layers]
+    upd = [np.nan if r.get("mean_cos_width_depth_update") is None else r["mean_cos_width_depth_update"] for r in layers]
+    ax.bar(x - 0.2, out, width=0.4, label="outputs Y_width vs Y_depth")
+    ax.bar(x + 0.2, upd, width=0.4, label="updates Y - H")
+    ax.set_xticks(x, _layer_labels(layers))
+    ax.set(xlabel="layer", ylabel="mean cosine similarity", ylim=(min(0.0, np.nanmin(upd + out + [0.0])), 1.05),
+           title="Width vs depth path similarity per layer")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def word_cloud(entries: list[dict], title: str, path: Path, colormap: str, seed: int = 0) -> Path:
+    """Word cloud of token texts weighted by their frequency (``entries`` from token_lambda_ranking)."""
+    from wordcloud import WordCloud
+
+    freqs = {e["token"]: e["count"] for e in entries}
+    fig = _figure(6.0, 3.6)
+    ax = fig.add_subplot()
+    if freqs:
+        wc = WordCloud(width=900, height=500, background_color="white", colormap=colormap, random_state=seed,
+                       prefer_horizontal=0.9, collocations=False).generate_from_frequencies(freqs)
+        ax.imshow(wc.to_array(), interpolation="bilinear")
+    else:
+        ax.text(0.5, 0.5, "no token seen often enough", ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def loop_cap_sweep(rows: list[dict], path: Path) -> Path:
+    """Compute/quality trade-off: validation loss (and accuracy) against executed FFN FLOPs per token."""
+    has_acc = any("accuracy" in r for r in rows)
+    fig = _figure(10.0 if has_acc else 6.0, 4.0)
+    axes = [fig.add_subplot(1, 2 if has_acc else 1, i + 1) for i in range(2 if has_acc else 1)]
+    flops = [r["ffn_flops_per_token"] / 1e6 for r in rows]
+    labels = ["none" if r["cap"] is None else str(r["cap"]) for r in rows]
+    series = [("val_loss", "validation loss")] + ([("accuracy", "benchmark accuracy (avg)")] if has_acc else [])
+    for ax, (key, label) in zip(axes, series):
+        ys = [r.get(key, np.nan) for r in rows]
+        ax.plot(flops, ys, "o-", color="#3b6ea8")
+        points: dict[tuple[float, float], list[str]] = {}  # caps that change nothing land on one point
+        for x, y, lab in zip(flops, ys, labels):
+            points.setdefault((x, y), []).append(lab)
+        for (x, y), labs in points.items():
+            ax.annotate("cap " + ", ".join(labs), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.ticklabel_format(useOffset=False)
+        ax.set(xlabel="executed FFN MFLOPs per token", ylabel=label, title=f"{label} vs loop cap")
+    return _save(fig, path)

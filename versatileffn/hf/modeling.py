@@ -1,0 +1,360 @@
+"""Transformers-native VersatileFFN models: a Hugging Face decoder whose FFN sublayers are VersatileFFN.
+
+Design: keep the source architecture's module tree (``LlamaForCausalLM``, ``Qwen2ForCausalLM``, ...)
+untouched except for each decoder layer's FFN sublayer, so attention, RoPE, the KV cache, ``generate()``,
+gradient checkpointing and ``device_map`` work exactly as in transformers. Per decoder layer:
+
+* ``layer.versatile_ffn`` holds the whole sublayer x -> F-based VersatileFFN(x), built from that layer's own
+  gate/up/down weights and its own norm module (so the norm's numerics are the model's in every dtype);
+* the layer's ``mlp`` slot returns a scalar zero and its FFN norm slot becomes ``nn.Identity``, so the
+  layer's own code computes ``residual + 0 == residual`` exactly (no ``(Y - r) + r`` rounding);
+* a forward hook replaces the layer output r by ``versatile_ffn(r)``. Registered in ``__init__``, so it is
+  always the first hook (transformers' output-capturing hooks, installed later, see the final output).
+
+Norm placement (the F that the depth loop repeats, Eq. 9):
+* pre-norm (Llama, Qwen2, Mistral): F(h) = h + W_out phi(W_proj norm(h)) — ``VersatileFFN`` as is, with
+  ``post_attention_layernorm`` as its norm;
+* post-norm (OLMo2): F(h) = h + norm(W_out phi(W_proj h)) — ``PostNormVersatileFFN``; its width path cannot
+  use the mask identity (the norm is nonlinear in the summed output), see ``PostNormVersatileFFN._width``.
+
+The recursion touches only the FFN: attention runs once per layer per token, so the standard KV cache is
+unchanged (unlike Mixture-of-Recursions / looped LMs, which need a cache per recursion).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import transformers
+
+from ..config import FFNConfig, ModelConfig, VersatileFFNConfig
+from ..ffn import VersatileFFN
+from ..ffn.common import fp32_logits, top_k_gates
+from ..model import LMOutput
+
+MODELING_FILE = "modeling_versatileffn.py"  # written into every saved folder for trust_remote_code=True
+# VersatileFFNConfig fields the HF config fixes (from hidden_size, intermediate_size, rms_norm_eps, initializer_range)
+DERIVED_FIELDS = ("d_model", "d_hidden", "norm_eps", "init_std")
+FFN_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(VersatileFFNConfig) if f.name not in DERIVED_FIELDS)
+
+
+# ------------------------------------------------------------------------------------------ FFN pieces
+
+class PostNormDownProj(nn.Linear):
+    """W_out followed by the sublayer's output norm: norm(W_out a). Keeps the ``down_proj.weight`` name, so
+    ``VersatileFFN``'s loops (H + down_proj(a)) compute the post-norm F(h) = h + norm(W_out phi(W_proj h))."""
+
+    def __init__(self, d_hidden: int, d_model: int, norm: nn.Module):
+        super().__init__(d_hidden, d_model, bias=False)
+        self.norm = norm
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return self.norm(super().forward(a))
+
+
+class PostNormVersatileFFN(VersatileFFN):
+    """VersatileFFN around a post-norm FFN sublayer (OLMo2): F(h) = h + norm(W_out phi(W_proj h)).
+
+    ``hidden`` skips the pre-norm (``self.norm`` is the identity) and ``down_proj`` applies the output norm, so
+    the depth path (loop 1 and ``step``) is inherited unchanged. The width path is overridden: with a
+    post-norm each expert's output is normalised on its own,
+        Y_width = sum_k g_k (H + norm(W_out^(k) phi(W_proj^(k) H))) = H + sum_k g_k norm(W_out^(k) a[I_k])
+    (gates sum to 1), and sum_k g_k norm(y_k) != norm(sum_k g_k y_k), so the masked single projection of the
+    pre-norm layer would be wrong. Every expert's output is computed for every token (N slices of W_out:
+    d_hidden * d_model multiply-adds per token when experts do not overlap, i.e. one down projection), then
+    the top-K gates pick them — sync-free, like the rest of the training forward.
+    """
+
+    def __init__(self, config: VersatileFFNConfig, norm: nn.Module | None = None):
+        super().__init__(config)
+        out_norm = norm if norm is not None else self.norm  # default: the RMSNorm VersatileFFN built
+        self.norm = nn.Identity()
+        self.down_proj = PostNormDownProj(config.d_hidden, config.d_model, out_norm).to(
+            device=self.gate_proj.weight.device, dtype=self.gate_proj.weight.dtype)
+        nn.init.normal_(self.down_proj.weight, std=self.init_std)
+
+    @classmethod
+    def from_dense(cls, config: VersatileFFNConfig, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
+                   norm: nn.Module) -> "PostNormVersatileFFN":
+        """Like ``VersatileFFN.from_dense``, but ``norm`` is the output norm module itself (moved, not copied)."""
+        d, h = config.d_model, config.d_hidden
+        for name, t, shape in (("w_gate", w_gate, (h, d)), ("w_up", w_up, (h, d)), ("w_down", w_down, (d, h))):
+            if tuple(t.shape) != shape:
+                raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {shape} for d_model={d}, d_hidden={h}")
+        module = cls(config, norm=norm).to(device=w_gate.device, dtype=w_gate.dtype)
+        with torch.no_grad():
+            module.gate_proj.weight.copy_(w_gate)
+            module.up_proj.weight.copy_(w_up)
+            module.down_proj.weight.copy_(w_down)
+        return module
+
+    def _width(self, h_nd: torch.Tensor, a_nh: torch.Tensor):
+        logits_ne = fp32_logits(h_nd, self.router.weight)  # router sees the un-normalised H (Sec. 3.2)
+        _, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
+        w_out = self.down_proj.weight
+        y_ned = torch.stack([F.linear(a_nh[:, lo:hi], w_out[:, lo:hi]) for lo, hi in self.config.expert_slices()],
+                            dim=1)  # Eq. 6-7 per expert, before its norm
+        normed_ned = self.down_proj.norm(y_ned)
+        y_nd = h_nd + (dense_gates_ne.to(normed_ned.dtype).unsqueeze(-1) * normed_ned).sum(1)  # Eq. 8
+        return y_nd, logits_ne, experts_nk
+
+
+class ZeroBranch(nn.Module):
+    """Occupies a decoder layer's ``mlp`` slot: returns 0, so the layer's own residual add yields r exactly."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(())
+
+
+def _apply_versatile_ffn(layer: nn.Module, args, output):
+    """Forward hook: the decoder layer's output (attention half only) -> versatile_ffn(output)."""
+    if isinstance(output, tuple):  # transformers < 4.54 returns (hidden_states, ...)
+        return (layer.versatile_ffn(output[0]),) + tuple(output[1:])
+    return layer.versatile_ffn(output)
+
+
+# ------------------------------------------------------------------------------------- architectures
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What the converter needs to know about a supported source architecture."""
+
+    model_type: str      # the source's config.model_type
+    config_class: str    # transformers class names (resolved lazily: OLMo2 needs transformers >= 4.47)
+    causal_lm_class: str
+    norm_placement: str  # "pre": F(h) = h + mlp(norm(h));  "post": F(h) = h + norm(mlp(h))
+    ffn_norm: str        # the decoder layer's attribute holding the FFN sublayer's norm
+
+    @property
+    def versatile_model_type(self) -> str:
+        return f"versatileffn_{self.model_type}"
+
+
+ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
+    Architecture("llama", "LlamaConfig", "LlamaForCausalLM", "pre", "post_attention_layernorm"),
+    Architecture("qwen2", "Qwen2Config", "Qwen2ForCausalLM", "pre", "post_attention_layernorm"),
+    Architecture("mistral", "MistralConfig", "MistralForCausalLM", "pre", "post_attention_layernorm"),
+    Architecture("olmo2", "Olmo2Config", "Olmo2ForCausalLM", "post", "post_feedforward_layernorm"),
+)}
+
+
+def architecture(model_type: str) -> Architecture:
+    if model_type not in ARCHITECTURES:
+        raise ValueError(f"unsupported architecture {model_type!r}; VersatileFFN conversion supports model_type "
+                         f"in {sorted(ARCHITECTURES)} (Llama family incl. SmolLM/TinyLlama, Qwen2, Mistral, OLMo2)")
+    arch = ARCHITECTURES[model_type]
+    if not hasattr(transformers, arch.causal_lm_class):
+        raise ValueError(f"architecture {model_type!r} needs a newer transformers than {transformers.__version__} "
+                         f"(no transformers.{arch.causal_lm_class})")
+    return arch
+
+
+def ffn_config_for(config, options: dict) -> VersatileFFNConfig:
+    """The VersatileFFNConfig of one layer of an HF decoder config + user options (n_experts, top_k, ...)."""
+    unknown = sorted(set(options) - set(FFN_OPTION_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown VersatileFFN option(s) {unknown}; allowed: {list(FFN_OPTION_FIELDS)} "
+                         f"({', '.join(DERIVED_FIELDS)} come from the model config)")
+    act = getattr(config, "hidden_act", None)
+    if act != "silu":
+        raise ValueError(f"non-SwiGLU MLP: {config.model_type} has hidden_act={act!r}; VersatileFFN reuses a SwiGLU "
+                         "FFN (hidden_act='silu', gate/up/down projections)")
+    if getattr(config, "mlp_bias", False):
+        raise ValueError(f"{config.model_type} has mlp_bias=True; VersatileFFN's FFN has no biases")
+    try:
+        return VersatileFFNConfig(d_model=config.hidden_size, d_hidden=config.intermediate_size,
+                                  norm_eps=config.rms_norm_eps, init_std=config.initializer_range, **options)
+    except ValueError as exc:
+        raise ValueError(f"VersatileFFN options {options} do not fit {config.model_type} (hidden_size="
+                         f"{config.hidden_size}, intermediate_size={config.intermediate_size} = d_hidden): {exc}"
+                         ) from exc
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+class VersatileCausalLMMixin:
+    """Turns a transformers ``XForCausalLM`` into its VersatileFFN version; same driver API as ``VersatileLM``.
+
+    ``forward(..., labels=...)``'s loss already contains the balance loss (attached through autograd by
+    every VersatileFFN in training mode): back-propagate ``loss`` only; ``aux_loss()`` is for logging.
+    """
+
+    architecture: Architecture
+
+    def __init__(self, config, *args, **kwargs):
+        super().__init__(config, *args, **kwargs)
+        ffn_config = ffn_config_for(config, getattr(config, "versatile_ffn", None) or {})
+        for layer in self.model.layers:
+            mlp, norm = layer.mlp, getattr(layer, self.architecture.ffn_norm)
+            if self.architecture.norm_placement == "pre":
+                ffn = VersatileFFN.from_dense(ffn_config, mlp.gate_proj.weight, mlp.up_proj.weight,
+                                              mlp.down_proj.weight, norm.weight)
+                ffn.norm = norm  # the model's own norm module: identical numerics in every dtype
+            else:
+                ffn = PostNormVersatileFFN.from_dense(ffn_config, mlp.gate_proj.weight, mlp.up_proj.weight,
+                                                      mlp.down_proj.weight, norm)
+            layer.versatile_ffn = ffn
+            layer.mlp = ZeroBranch()
+            setattr(layer, self.architecture.ffn_norm, nn.Identity())
+            layer.register_forward_hook(_apply_versatile_ffn)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        model = super().from_pretrained(*args, **kwargs)
+        model.refresh_ffn_buffers()
+        return model
+
+    @torch.no_grad()
+    def refresh_ffn_buffers(self) -> None:
+        """Rebuild what is not saved: expert membership (loaders may leave it uninitialised) and statistics;
+        tau back to fp32 (a low-precision load rounds it once; annealing then proceeds in fp32)."""
+        for m in self.versatile_layers():
+            m._buffers["tau"] = m.tau.float()
+            m.expert_membership.zero_()
+            for k, (lo, hi) in enumerate(m.config.expert_slices()):
+                m.expert_membership[k, lo:hi] = 1.0
+            m.reset_stats()
+
+    # ------------------------------------------------------------------ VersatileLM-compatible driver API
+
+    def lm_forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> LMOutput:
+        """``VersatileLM.forward``'s contract for the project's trainer / evaluator: targets [B, T] aligned
+        with the logits (no shift; -100 ignored), mean fp32 cross-entropy, aux_loss for logging."""
+        logits = self(input_ids=input_ids, use_cache=False).logits
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        return LMOutput(logits=logits, loss=loss, aux_loss=self.aux_loss())
+
+    def versatile_layers(self) -> list[VersatileFFN]:
+        return [layer.versatile_ffn for layer in self.model.layers]
+
+    def ffn_layers(self) -> list[VersatileFFN]:
+        return self.versatile_layers()
+
+    def anneal_temperature(self) -> None:
+        """Advance every layer's Gumbel temperature by one optimizer step (call after ``optimizer.step()``)."""
+        for m in self.versatile_layers():
+            m.anneal_temperature()
+
+    def set_inference_loop_cap(self, cap: int | None) -> None:
+        if cap is not None and (not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"inference loop cap must be None or an integer >= 1; got {cap!r}")
+        for m in self.versatile_layers():
+            m.inference_loop_cap = cap
+
+    def reset_ffn_stats(self) -> None:
+        for m in self.versatile_layers():
+            m.reset_stats()
+
+    def ffn_stats(self) -> list[dict]:
+        return [m.stats.summary() for m in self.versatile_layers()]
+
+    def ffn_model_config(self) -> ModelConfig:
+        """The equivalent ``ModelConfig`` for FFN accounting (``versatileffn.flops``, the evaluator's FLOP table):
+        FFN shape, depth, vocabulary and VersatileFFN options. It does not describe the HF attention."""
+        c, ffn = self.config, self.versatile_layers()[0].config
+        ffn_cfg = FFNConfig(kind="versatile", n_experts=ffn.n_experts, top_k=ffn.top_k, d_expert=ffn.d_expert,
+                            max_loops=ffn.max_loops, mode=ffn.mode, tau_start=ffn.tau_start, tau_end=ffn.tau_end,
+                            tau_decay=ffn.tau_decay, balance_loss_coef=ffn.balance_loss_coef)
+        common = dict(vocab_size=c.vocab_size, d_model=c.hidden_size, n_layers=c.num_hidden_layers,
+                      d_hidden=c.intermediate_size, max_seq_len=c.max_position_embeddings, norm_eps=ffn.norm_eps,
+                      init_std=ffn.init_std, ffn=ffn_cfg)
+        try:
+            return ModelConfig(n_heads=c.num_attention_heads, n_kv_heads=getattr(c, "num_key_value_heads", None),
+                               **common)
+        except ValueError:  # head layouts ModelConfig cannot express (odd head dims): irrelevant to FFN counts
+            return ModelConfig(n_heads=1, **common)
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """Sum of the layers' scaled balance losses of the last training forward (already inside ``loss``)."""
+        losses = [m.last_aux_loss for m in self.versatile_layers() if m.last_aux_loss is not None]
+        return torch.stack(losses).sum() if losses else None
+
+    @contextlib.contextmanager
+    def identity_mode(self):
+        """Every FFN runs exactly one loop of the dense FFN and no width path: the dense model's function.
+
+        Puts the model in eval mode (the loop cap is an inference knob) and restores mode, cap and training.
+        """
+        layers = self.versatile_layers()
+        if any(not m.uses_depth for m in layers):
+            raise ValueError("identity mode needs the depth path; mode='width' has none (use gated/depth/ungated)")
+        saved = [(m.mode, m.inference_loop_cap) for m in layers]
+        was_training = self.training
+        self.eval()
+        try:
+            for m in layers:
+                m.mode, m.inference_loop_cap = "depth", 1
+            yield self
+        finally:
+            for m, (mode, cap) in zip(layers, saved):
+                m.mode, m.inference_loop_cap = mode, cap
+            self.train(was_training)
+
+    # --------------------------------------------------------------------------------------- saving
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' save plus the modeling file and ``auto_map`` for ``trust_remote_code=True``."""
+        stem = MODELING_FILE[:-3]
+        self.config.auto_map = {"AutoConfig": f"{stem}.{type(self.config).__name__}",
+                                "AutoModelForCausalLM": f"{stem}.{type(self).__name__}"}
+        # A trust_remote_code load marks the (shared) classes for transformers' own code copying, which
+        # cannot copy a package with relative imports; our modeling file replaces it.
+        classes = (type(self), type(self.config))
+        saved = [c.__dict__.get("_auto_class") for c in classes]
+        try:
+            for c in classes:
+                c._auto_class = None
+            out = super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            for c, value in zip(classes, saved):
+                if value is None:
+                    del c._auto_class
+                else:
+                    c._auto_class = value
+        shutil.copyfile(Path(__file__).with_name("remote_modeling.py"), Path(save_directory) / MODELING_FILE)
+        return out
+
+
+def _make_classes(arch: Architecture) -> tuple[type, type]:
+    base_config = getattr(transformers, arch.config_class)
+    base_model = getattr(transformers, arch.causal_lm_class)
+    name = "Versatile" + arch.causal_lm_class.replace("ForCausalLM", "")
+    config_cls = type(f"{name}Config", (base_config,), {
+        "model_type": arch.versatile_model_type, "__module__": __name__,
+        "__doc__": f"{arch.config_class} + ``versatile_ffn`` (VersatileFFN options) and ``base_model_type``."})
+    model_cls = type(f"{name}ForCausalLM", (VersatileCausalLMMixin, base_model), {
+        "config_class": config_cls, "architecture": arch, "__module__": __name__,
+        "__doc__": f"{arch.causal_lm_class} whose FFN sublayers are VersatileFFN ({arch.norm_placement}-norm F)."})
+    return config_cls, model_cls
+
+
+# model_type ("versatileffn_llama") -> (config class, model class), for the architectures this transformers has
+CLASSES: dict[str, tuple[type, type]] = {}
+for _arch in ARCHITECTURES.values():
+    if hasattr(transformers, _arch.causal_lm_class):
+        _cfg, _model = _make_classes(_arch)
+        globals()[_cfg.__name__], globals()[_model.__name__] = _cfg, _model  # importable by name (remote code)
+        CLASSES[_arch.versatile_model_type] = (_cfg, _model)
+
+
+def classes_for(model_type: str) -> tuple[type, type]:
+    """(config class, model class) for a source model_type ("llama") or a converted one ("versatileffn_llama")."""
+    source = model_type.removeprefix("versatileffn_")
+    return CLASSES[architecture(source).versatile_model_type]
+
+
+def register() -> None:
+    """Make ``AutoConfig`` / ``AutoModelForCausalLM.from_pretrained(DIR)`` resolve converted models."""
+    for config_cls, model_cls in CLASSES.values():
+        transformers.AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+        transformers.AutoModelForCausalLM.register(config_cls, model_cls, exist_ok=True)
+
+
+register()
