@@ -1,44 +1,12 @@
 """2-process gloo runs on CPU (DDP and FSDP2) agree with one process on the same global batch."""
-import os
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import micro_config
+from train_helpers import STEPS, free_port, gloo_worker, micro_config
 
 from versatileffn.io import load_state
 from versatileffn.train import Trainer
-
-STEPS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, token_dir, out_root) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    try:
-        for mode in ("ddp", "fsdp"):
-            # MoE: routing, a balance loss through autograd and ranks whose tokens skip some experts
-            cfg = micro_config(token_dir, out_root / mode, "moe", f"train.parallel={mode}", f"train.max_steps={STEPS}",
-                               "train.ckpt_every=2")
-            trainer = Trainer(cfg)
-            if mode == "fsdp":
-                assert type(trainer.model.lm_head.weight).__name__ == "DTensor"  # really sharded
-            trainer.train()
-        # interrupted after step 2 and resumed under FSDP2: sharded optimizer state round-trips
-        cfg = micro_config(token_dir, out_root / "fsdp-resume", "moe", "train.parallel=fsdp", f"train.max_steps={STEPS}")
-        Trainer(cfg).train(until_step=2)
-        Trainer(cfg, resume=True).train()
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not available")
@@ -46,7 +14,7 @@ def test_ddp_and_fsdp2_match_single_process(token_dir, tmp_path):
     single = Trainer(micro_config(token_dir, tmp_path / "single", "moe", f"train.max_steps={STEPS}"))
     assert single.accum == 2  # one process: 2 micro-batches of 2; two ranks: 1 micro-batch of 2 each
     ref_result = single.train()
-    mp.spawn(_worker, args=(2, _free_port(), token_dir, tmp_path), nprocs=2, join=True)
+    mp.spawn(gloo_worker, args=(2, free_port(), token_dir, tmp_path), nprocs=2, join=True)
     ref = load_state(tmp_path / "single" / "final" / "model.safetensors")
     for mode in ("ddp", "fsdp"):
         got = load_state(tmp_path / mode / "final" / "model.safetensors")

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import micro_config
+from train_helpers import micro_config
 
 from versatileffn.cli import main as cli_main
 from versatileffn.io import load_model, load_state, save_model
