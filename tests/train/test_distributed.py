@@ -1,4 +1,6 @@
 """2-process gloo runs on CPU (DDP and FSDP2) agree with one process on the same global batch."""
+import json
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -21,8 +23,6 @@ def test_ddp_and_fsdp2_match_single_process(token_dir, tmp_path):
         assert set(got) == set(ref)
         for k in ref:
             torch.testing.assert_close(got[k], ref[k], atol=2e-5, rtol=1e-4, msg=f"{mode}: {k}")
-        import json
-
         recs = [json.loads(line) for line in (tmp_path / mode / "metrics.jsonl").read_text().splitlines()]
         val = [r for r in recs if r["kind"] == "val"][-1]
         assert val["val_loss"] == pytest.approx(ref_result["val"]["val_loss"], abs=1e-4)
@@ -33,3 +33,5 @@ def test_ddp_and_fsdp2_match_single_process(token_dir, tmp_path):
     fsdp = load_state(tmp_path / "fsdp" / "final" / "model.safetensors")
     for k in fsdp:
         torch.testing.assert_close(resumed[k], fsdp[k], atol=1e-6, rtol=0, msg=f"fsdp resume: {k}")
+    versatile = [json.loads(line) for line in (tmp_path / "fsdp-versatile" / "metrics.jsonl").read_text().splitlines()]
+    assert versatile[-1]["kind"] == "val" and 1 <= versatile[-1]["val_mean_loops"] <= 4

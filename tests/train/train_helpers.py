@@ -46,5 +46,10 @@ def gloo_worker(rank: int, world: int, port: int, token_dir, out_root) -> None:
         cfg = micro_config(token_dir, out_root / "fsdp-resume", "moe", "train.parallel=fsdp", f"train.max_steps={STEPS}")
         Trainer(cfg).train(until_step=2)
         Trainer(cfg, resume=True).train()
+        # VersatileFFN under FSDP2: in eval mode each rank's tokens run different loop counts (and rank 1 gets
+        # padding batches), yet every rank must reach the same all-gathers
+        cfg = micro_config(token_dir, out_root / "fsdp-versatile", "versatile", "train.parallel=fsdp",
+                           "train.max_steps=2", "train.eval_tokens=160")
+        Trainer(cfg).train()
     finally:
         dist.destroy_process_group()
