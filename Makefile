@@ -22,8 +22,9 @@ venv: $(STAMP)
 test: venv
 	$(PY) -m pytest tests
 
+# The paper's experiment in miniature (README "Training"): offline, CPU (or the GPU when there is one).
 demo: venv
-	$(PY) -m versatileffn.cli info --preset paper-354m --ffn versatile
+	$(PY) -m versatileffn.demo --out runs/demo
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -76,3 +76,39 @@ def write_index(data_dir: str | Path, index: dict) -> None:
     tmp = f.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"format": FORMAT, **index}, indent=2))
     os.replace(tmp, f)
+
+
+class SplitWriter:
+    """Stream one split to ``<split>.bin`` in chunks (for corpora that do not fit in memory).
+
+    Writes go to ``<split>.bin.tmp``; ``close()`` renames it into place and records the split in ``index``
+    exactly as ``write_split`` does, so a crash mid-preparation never leaves a truncated ``.bin`` behind.
+    """
+
+    def __init__(self, data_dir: str | Path, split: str, dtype: np.dtype):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.split, self.dtype = split, np.dtype(dtype)
+        self.path = self.data_dir / f"{split}.bin"
+        self.tmp = self.path.with_suffix(".bin.tmp")
+        self.fh = open(self.tmp, "wb")
+        self.tokens = self.documents = self.n_bytes = 0
+
+    def write(self, ids, n_bytes: int = 0) -> None:
+        """Append one document's ids (the caller adds the trailing EOS)."""
+        arr = np.asarray(ids, dtype=self.dtype)
+        arr.tofile(self.fh)
+        self.tokens += len(arr)
+        self.documents += 1
+        self.n_bytes += int(n_bytes)
+
+    def close(self, index: dict) -> dict:
+        self.fh.close()
+        os.replace(self.tmp, self.path)
+        index.setdefault("splits", {})[self.split] = {"file": self.path.name, "tokens": int(self.tokens),
+                                                      "documents": int(self.documents), "bytes": int(self.n_bytes)}
+        return index
+
+    def abort(self) -> None:
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,50 @@
+"""``versatileffn train``: pre-train or continue pre-training (single process, or under torchrun)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import FFN_NAMES
+from ..train import Trainer, load_run_config
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model (YAML preset + --set overrides; works under torchrun)")
+    p.add_argument("--config", help="a YAML file or a preset under configs/ (tiny-cpu, small-gpu, paper-354m, "
+                                     "paper-720m); default tiny-cpu, or with --resume the run folder's config.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=3e-4 --set model.ffn.kind=versatile")
+    p.add_argument("--ffn", choices=sorted(FFN_NAMES), help="FFN kind by short name (replaces model.ffn)")
+    p.add_argument("--data", help="prepared token folder (data.path)")
+    p.add_argument("--out", help="run folder (train.out_dir)")
+    p.add_argument("--init-from", help="continued pre-training from a dense model folder (train.init_from)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
+    p.set_defaults(func=run)
+
+
+def build_config(args):
+    overrides = list(args.overrides)
+    if args.ffn:
+        overrides += [f"model.ffn.{k}={v}" for k, v in FFN_NAMES[args.ffn].items()]
+    for flag, key in ((args.data, "data.path"), (args.out, "train.out_dir"), (args.init_from, "train.init_from")):
+        if flag:
+            overrides.append(f"{key}={flag}")
+    config = args.config
+    if config is None:
+        saved = Path(args.out) / "config.yaml" if args.out else None
+        config = saved if (args.resume and saved is not None and saved.is_file()) else "tiny-cpu"
+    return load_run_config(config, overrides)
+
+
+def run(args) -> int:
+    cfg = build_config(args)
+    trainer = Trainer(cfg, resume=args.resume)
+    try:
+        result = trainer.train()
+    finally:
+        from ..train.distributed import destroy
+
+        destroy(trainer.dist)
+    if trainer.dist.is_main:
+        print(json.dumps({k: v for k, v in result.items()}, indent=2))
+    return 0

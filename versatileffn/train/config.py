@@ -1,0 +1,127 @@
+"""Run configuration: the model (``ModelConfig``), the data and the training recipe, one YAML file.
+
+Defaults are the paper's recipe (FACTS.md): AdamW beta (0.9, 0.95), eps 1e-8, weight decay 0.1 (not on
+norms / 1-D parameters; embeddings configurable), clip 1.0, cosine with 5% warm-up to 10% of peak, bf16
+autocast on GPU and fp32 on CPU. ``load_run_config`` = YAML preset + ``--set key=value`` overrides.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import ModelConfig, _require, apply_overrides, from_dict, load_yaml, to_dict
+
+PRECISIONS = ("auto", "fp32", "bf16")
+PARALLEL = ("ddp", "fsdp")
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class DataConfig:
+    path: str = ""            # a folder written by `versatileffn prepare-data`
+    seq_len: int = 1024
+    train_split: str = "train"
+    val_split: str = "val"
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.seq_len, int) and self.seq_len >= 1, "data.seq_len", "an integer >= 1", self.seq_len)
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/train"
+    seed: int = 0
+    # budget: max_tokens (if set) wins over max_steps; steps = max_tokens // global_batch_tokens
+    max_steps: int = 1000
+    max_tokens: int | None = None
+    global_batch_tokens: int = 65536    # per optimizer step, all ranks together
+    micro_batch_size: int = 8           # sequences per rank per forward; grad accumulation fills the rest
+    lr: float = 5e-4                    # peak (paper 354M: 5e-4, 720M: 4e-4)
+    min_lr_ratio: float = 0.1           # cosine decays to 10% of peak
+    warmup_frac: float = 0.05
+    weight_decay: float = 0.1
+    decay_embeddings: bool = False      # weight decay on the token embedding (norms / 1-D params never)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0              # 0 disables
+    precision: str = "auto"             # auto: bf16 autocast on CUDA, fp32 on CPU
+    device: str = "auto"                # auto | cpu | cuda
+    compile: bool = False               # torch.compile the model
+    parallel: str = "ddp"               # with torchrun world > 1: ddp | fsdp (FSDP2, per block + root)
+    init_from: str | None = None        # continued pre-training: a dense model folder (save_model format)
+    log_every: int = 10
+    eval_every: int = 0                 # 0: evaluate at the end only
+    eval_tokens: int = 262144           # validation tokens per evaluation
+    ckpt_every: int = 0                 # 0: checkpoint at the end only
+    keep_last: int = 2                  # training checkpoints kept
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "versatileffn"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        # YAML 1.1 reads "3e-4" (no dot) as a string: accept it for the float fields
+        for name in ("lr", "min_lr_ratio", "warmup_frac", "weight_decay", "beta1", "beta2", "eps", "grad_clip"):
+            v = getattr(self, name)
+            if isinstance(v, str):
+                try:
+                    setattr(self, name, float(v))
+                except ValueError:
+                    raise ValueError(f"train.{name} must be a number; got {v!r}") from None
+        for name in ("max_steps", "global_batch_tokens", "micro_batch_size", "log_every", "eval_tokens"):
+            v = getattr(self, name)
+            _require(isinstance(v, int) and v >= 1, f"train.{name}", "an integer >= 1", v)
+        _require(self.max_tokens is None or (isinstance(self.max_tokens, int) and self.max_tokens >= 1),
+                 "train.max_tokens", "null or an integer >= 1", self.max_tokens)
+        _require(self.lr > 0, "train.lr", "> 0", self.lr)
+        _require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", "in [0, 1]", self.min_lr_ratio)
+        _require(0 <= self.warmup_frac < 1, "train.warmup_frac", "in [0, 1)", self.warmup_frac)
+        _require(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
+        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", "in [0, 1)", (self.beta1, self.beta2))
+        _require(self.grad_clip >= 0, "train.grad_clip", ">= 0", self.grad_clip)
+        _require(self.precision in PRECISIONS, "train.precision", f"one of {PRECISIONS}", self.precision)
+        _require(self.parallel in PARALLEL, "train.parallel", f"one of {PARALLEL}", self.parallel)
+        _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "train.device",
+                 "auto, cpu, cuda or cuda:N", self.device)
+        for name in ("eval_every", "ckpt_every"):
+            v = getattr(self, name)
+            _require(isinstance(v, int) and v >= 0, f"train.{name}", "an integer >= 0", v)
+        _require(isinstance(self.keep_last, int) and self.keep_last >= 1, "train.keep_last", "an integer >= 1",
+                 self.keep_last)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.data.seq_len <= self.model.max_seq_len, "data.seq_len",
+                 f"<= model.max_seq_len={self.model.max_seq_len}", self.data.seq_len)
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A YAML path, or the name of a preset under ``configs/`` (``tiny-cpu`` -> configs/tiny-cpu.yaml)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    preset = CONFIG_DIR / f"{name}.yaml"
+    if preset.is_file():
+        return preset
+    names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+    raise ValueError(f"config {name!r} is neither a file nor a preset; presets: {names}")
+
+
+def run_config_from_dict(data: dict) -> RunConfig:
+    return from_dict(RunConfig, data)
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    data = load_yaml(resolve_config_path(path)) if path is not None else {}
+    return run_config_from_dict(apply_overrides(data, overrides or []))
+
+
+def run_config_to_dict(cfg: RunConfig) -> dict:
+    return to_dict(cfg)

@@ -1,0 +1,77 @@
+"""torchrun set-up and parallelism, applied from outside the (single-device) model code.
+
+DDP replicates the model; FSDP2 (``torch.distributed.fsdp.fully_shard``) shards every block and then the
+root (embedding, final norm, head), the torchtitan layout. Both work on CPU with gloo (tests) and on GPUs
+with NCCL, single or multi node (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device_type: str) -> DistInfo:
+    """Join the torchrun process group when launched by torchrun with WORLD_SIZE > 1; else single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def parallelize(model: torch.nn.Module, mode: str, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """Wrap for data parallelism; returns the module to call (the raw model stays reachable for its methods)."""
+    if not info.enabled:
+        return model
+    if mode == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        # buffers (tau, RoPE tables) evolve identically on every rank: no per-forward broadcast needed
+        return DDP(model, device_ids=ids, broadcast_buffers=False)
+    if mode == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    raise ValueError(f"train.parallel must be ddp or fsdp; got {mode!r}")
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.enabled:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def destroy(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()

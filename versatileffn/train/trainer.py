@@ -1,0 +1,335 @@
+"""The trainer: one process or torchrun (DDP / FSDP2), gradient accumulation to a global batch in tokens,
+the paper's AdamW + cosine recipe, tau annealed once per optimizer step, checkpoints with exact resume.
+
+Run folder (``train.out_dir``):
+    config.yaml            the full resolved run config
+    metrics.jsonl          one JSON record per logged step / evaluation
+    tensorboard/           the same scalars (when tensorboard is installed and train.tensorboard)
+    checkpoints/step_N/    training checkpoints (see checkpoint.py), newest ``keep_last``
+    final/                 the trained model (``io.save_model``: load with ``io.load_model``)
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..data.loader import PackedTrainData, val_windows
+from ..data.tokens import read_index
+from ..io import save_model
+from ..tokenizer import load_tokenizer
+from . import checkpoint as ckpt
+from .config import RunConfig, run_config_to_dict
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, parallelize
+from .logger import MetricsLogger
+from .optim import build_optimizer, lr_at
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN/Inf; the last good checkpoint is kept (message names it)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name} but CUDA is not available")
+    return torch.device(name)
+
+
+def ffn_summary(stats: list[dict]) -> dict:
+    """Layer-averaged FFN statistics: executed loops, lambda, expert imbalance (absent keys are skipped)."""
+    out = {}
+    for key, name in (("mean_loops", "loops"), ("mean_lambda", "lambda"), ("expert_imbalance", "expert_imbalance"),
+                      ("frac_below_max_loops", "frac_below_max_loops")):
+        vals = [s[key] for s in stats if key in s]
+        if vals:
+            out[name] = sum(vals) / len(vals)
+    return out
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, resume: bool = False):
+        self.cfg = cfg
+        t = cfg.train
+        self.device = resolve_device(t.device)
+        self.dist: DistInfo = init_distributed(self.device.type)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.out_dir = Path(t.out_dir)
+        self.precision = t.precision if t.precision != "auto" else ("bf16" if self.device.type == "cuda" else "fp32")
+
+        # ---- data (validated before any model memory is spent)
+        if not cfg.data.path:
+            raise ValueError("data.path is empty: point it at a folder made by `versatileffn prepare-data`")
+        index = read_index(cfg.data.path)
+        if index["vocab_size"] > cfg.model.vocab_size:
+            raise ValueError(f"the data's tokenizer {index.get('tokenizer')!r} has {index['vocab_size']} entries but "
+                             f"model.vocab_size={cfg.model.vocab_size}: set model.vocab_size >= {index['vocab_size']}")
+        self.data = PackedTrainData(cfg.data.path, cfg.data.seq_len, seed=t.seed, split=cfg.data.train_split)
+        val_windows(cfg.data.path, cfg.data.seq_len, cfg.data.seq_len, cfg.data.val_split)  # fail now, not at the end
+        self.tokenizer_file = Path(cfg.data.path) / "tokenizer.json"
+        seqs_per_step, rem = divmod(t.global_batch_tokens, cfg.data.seq_len)
+        if rem or seqs_per_step % (t.micro_batch_size * self.dist.world):
+            raise ValueError(f"train.global_batch_tokens={t.global_batch_tokens} must be a multiple of data.seq_len "
+                             f"({cfg.data.seq_len}) x micro_batch_size ({t.micro_batch_size}) x world size "
+                             f"({self.dist.world})")
+        self.global_seqs = seqs_per_step
+        self.accum = seqs_per_step // (t.micro_batch_size * self.dist.world)
+        self.total_steps = (t.max_tokens // t.global_batch_tokens) if t.max_tokens is not None else t.max_steps
+        if self.total_steps < 1:
+            raise ValueError(f"train.max_tokens={t.max_tokens} is less than one global batch ({t.global_batch_tokens})")
+
+        # ---- model: identical initialisation on every rank, then per-rank RNG streams (Gumbel noise)
+        torch.manual_seed(t.seed)
+        self.model = cfg.model.build().to(self.device)
+        self.fresh_keys: list[str] = []
+        self.step = 0
+        self.tokens_seen = 0
+        state = None
+        if resume:
+            path = ckpt.latest_checkpoint(self.out_dir)
+            if path is None:
+                raise FileNotFoundError(f"--resume: no checkpoint under {self.out_dir / ckpt.CKPT_DIR}")
+            state = ckpt.load_checkpoint(path)
+            ckpt.check_state_matches(self.model, state[0], f"checkpoint {path}")
+            self.resumed_from = path
+        elif t.init_from:
+            self.fresh_keys = ckpt.init_from_dense(self.model, t.init_from)
+        torch.manual_seed(t.seed + 1000003 * self.dist.rank)
+
+        self.wrapped = parallelize(self.model, t.parallel, self.dist, self.device)
+        self.optimizer = build_optimizer(self.model, t)
+        if state is not None:
+            self._restore(*state)
+        self.forward = torch.compile(self.wrapped) if t.compile else self.wrapped
+        self.logger = MetricsLogger(self.out_dir, tensorboard=t.tensorboard, wandb=t.wandb,
+                                    wandb_project=t.wandb_project, config=run_config_to_dict(cfg),
+                                    enabled=self.dist.is_main)
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(run_config_to_dict(cfg), sort_keys=False))
+
+    # ------------------------------------------------------------------------------------ state I/O
+
+    def _full_state(self) -> tuple[dict, dict]:
+        """Unsharded model and optimizer state dicts (collective under FSDP: every rank calls it)."""
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_state = get_model_state_dict(self.model, options=opts)  # includes buffers such as tau
+        return model_state, get_optimizer_state_dict(self.model, self.optimizer, options=opts)
+
+    def _restore(self, model_state: dict, optim_state: dict, trainer_state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                             set_optimizer_state_dict)
+
+        opts = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.model, model_state, options=opts)
+        set_optimizer_state_dict(self.model, self.optimizer, optim_state, options=opts)
+        self.step = int(trainer_state["step"])
+        self.tokens_seen = int(trainer_state["tokens_seen"])
+        rngs = trainer_state.get("rng_cpu", [])
+        if len(rngs) == self.dist.world:
+            torch.set_rng_state(ckpt.rng_from_hex(rngs[self.dist.rank]))
+        else:  # a different world size: fresh, still deterministic, streams
+            torch.manual_seed(self.cfg.train.seed + 1000003 * self.dist.rank + self.step)
+        cuda_rngs = trainer_state.get("rng_cuda", [])
+        if self.device.type == "cuda" and len(cuda_rngs) == self.dist.world:
+            torch.cuda.set_rng_state(ckpt.rng_from_hex(cuda_rngs[self.dist.rank]), self.device)
+
+    def save_checkpoint(self) -> Path | None:
+        model_state, optim_state = self._full_state()
+        rng_cpu = ckpt.rng_to_hex(torch.get_rng_state())
+        rng_cuda = ckpt.rng_to_hex(torch.cuda.get_rng_state(self.device)) if self.device.type == "cuda" else None
+        if self.dist.enabled:
+            import torch.distributed as dist
+
+            gathered = [None] * self.dist.world
+            dist.all_gather_object(gathered, (rng_cpu, rng_cuda))
+        else:
+            gathered = [(rng_cpu, rng_cuda)]
+        path = None
+        if self.dist.is_main:
+            trainer_state = {"step": self.step, "tokens_seen": self.tokens_seen, "world": self.dist.world,
+                             "rng_cpu": [g[0] for g in gathered],
+                             "rng_cuda": [g[1] for g in gathered] if rng_cuda is not None else [],
+                             "config": run_config_to_dict(self.cfg)}
+            path = ckpt.save_checkpoint(self.out_dir, self.step, model_state, optim_state, self.model.config,
+                                        trainer_state, self.cfg.train.keep_last, self.tokenizer_file)
+        barrier(self.dist)
+        return path
+
+    def save_final(self, name: str = "final", extra: dict | None = None) -> Path:
+        model_state, _ = self._full_state()
+        path = self.out_dir / name
+        if self.dist.is_main:
+            clone = self.model.config.build()
+            clone.load_state_dict(model_state)
+            tok = load_tokenizer(self.tokenizer_file) if self.tokenizer_file.is_file() else None
+            save_model(clone, path, tokenizer=tok, extra={"train_step": self.step, "tokens_seen": self.tokens_seen,
+                                                            **(extra or {})})
+        barrier(self.dist)
+        return path
+
+    # ------------------------------------------------------------------------------------ loop pieces
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _sync_context(self, last_micro: bool):
+        """Gradient all-reduce only on the last micro-batch of a step (DDP no_sync / FSDP2 flag)."""
+        if not self.dist.enabled:
+            return contextlib.nullcontext()
+        if self.cfg.train.parallel == "ddp":
+            return contextlib.nullcontext() if last_micro else self.wrapped.no_sync()
+        self.model.set_requires_gradient_sync(last_micro)
+        return contextlib.nullcontext()
+
+    def _check_finite(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            last = ckpt.latest_checkpoint(self.out_dir)
+            where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+            raise TrainingDiverged(f"loss is {loss} at step {self.step}: training stopped; {where} "
+                                   "(lower train.lr or check the data)")
+
+    def train_step(self) -> dict:
+        t = self.cfg.train
+        lr = lr_at(self.step, self.total_steps, t)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.reset_ffn_stats()
+        loss_sum = torch.zeros((), device=self.device)
+        aux_sum = torch.zeros((), device=self.device)
+        for micro in range(self.accum):
+            x, y = self.data.micro_batch(self.step, self.global_seqs, self.dist.rank, self.dist.world, micro,
+                                         t.micro_batch_size)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self._sync_context(micro == self.accum - 1), self.autocast():
+                out = self.forward(x, y)
+            # The balance loss rides on the forward through autograd with weight 1 per backward, so the
+            # LM loss is NOT pre-divided by accum; the summed gradients are averaged below instead.
+            out.loss.backward()
+            loss_sum += out.loss.detach()
+            if out.aux_loss is not None:
+                aux_sum += out.aux_loss.float()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.accum > 1:
+            for p in params:
+                p.grad.div_(self.accum)
+        if t.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.anneal_temperature()  # tau once per optimizer step
+        self.step += 1
+        self.tokens_seen += t.global_batch_tokens
+        return {"loss": loss_sum / self.accum, "aux_loss": aux_sum / self.accum, "grad_norm": grad_norm, "lr": lr}
+
+    def _log_record(self, out: dict, tokens_per_s: float) -> dict:
+        """The one host sync of a logged step: loss (averaged over ranks), grad norm, FFN statistics."""
+        loss = all_reduce_sum(out["loss"].detach().clone(), self.dist) / self.dist.world
+        grad_norm = out["grad_norm"]
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        rec = {"kind": "train", "step": self.step, "tokens": self.tokens_seen, "loss": float(loss),
+               "aux_loss": float(out["aux_loss"]), "lr": out["lr"], "grad_norm": float(grad_norm),
+               "tokens_per_s": tokens_per_s}
+        taus = [float(m.tau) for m in self.model.versatile_layers()]
+        if taus:
+            rec["tau"] = taus[0]
+        rec.update(ffn_summary(self.model.ffn_stats()))
+        return rec
+
+    # ------------------------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self, max_tokens: int | None = None) -> dict:
+        """Validation loss (mean per token) on the first eval_tokens of the val split, in eval mode (each token
+        runs its predicted loops), plus the FFN statistics measured on it (for the FLOPs of Table 2)."""
+        seq_len = self.cfg.data.seq_len
+        windows = val_windows(self.cfg.data.path, seq_len, max_tokens or self.cfg.train.eval_tokens,
+                              self.cfg.data.val_split)
+        mine = windows[self.dist.rank::self.dist.world]
+        bs = self.cfg.train.micro_batch_size
+        # every rank runs the same number of forwards (FSDP2 all-gathers inside them); padding batches weigh 0
+        n_batches = math.ceil(math.ceil(len(windows) / self.dist.world) / bs)
+        self.wrapped.eval()
+        self.model.reset_ffn_stats()
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for b in range(n_batches):
+            chunk = mine[b * bs:(b + 1) * bs]
+            weight = 1.0 if len(chunk) else 0.0
+            if not len(chunk):
+                chunk = windows[:1]
+            chunk = chunk.to(self.device)
+            with self.autocast():
+                out = self.wrapped(chunk[:, :-1], chunk[:, 1:])
+            n = chunk[:, 1:].numel()
+            sums[0] += weight * out.loss.double() * n
+            sums[1] += weight * n
+        stats = self.model.ffn_stats()
+        hist = [s["loop_histogram"] for s in stats if "loop_histogram" in s]
+        self.wrapped.train()
+        all_reduce_sum(sums, self.dist)
+        rec = {"kind": "val", "step": self.step, "val_loss": float(sums[0] / sums[1]), "val_tokens": int(sums[1])}
+        if hist:  # executed loops over all layers and tokens (eval mode = discrete early exit)
+            h = all_reduce_sum(torch.tensor(hist, dtype=torch.float64, device=self.device).sum(0), self.dist)
+            total = float(h.sum())
+            rec["val_mean_loops"] = float((h * torch.arange(1, len(h) + 1, device=h.device)).sum()) / total
+            rec["val_frac_below_max_loops"] = float(h[:-1].sum()) / total
+        lam = [s["mean_lambda"] for s in stats if "mean_lambda" in s]
+        if lam:
+            rec["val_mean_lambda"] = sum(lam) / len(lam)
+        self.model.reset_ffn_stats()
+        return rec
+
+    # ------------------------------------------------------------------------------------ main loop
+
+    def train(self, until_step: int | None = None) -> dict:
+        """Train to the end of the budget (or stop early at ``until_step``, e.g. to test resume)."""
+        from tqdm import tqdm
+
+        t = self.cfg.train
+        stop = self.total_steps if until_step is None else min(until_step, self.total_steps)
+        self.wrapped.train()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (t.progress and self.dist.is_main),
+                   unit="step", dynamic_ncols=True)
+        last_time, last_tokens = time.perf_counter(), self.tokens_seen
+        val = rec = None
+        try:
+            while self.step < stop:
+                out = self.train_step()
+                final_step = self.step == stop
+                if self.step % t.log_every == 0 or final_step or (t.ckpt_every and self.step % t.ckpt_every == 0):
+                    now = time.perf_counter()
+                    tps = (self.tokens_seen - last_tokens) / max(now - last_time, 1e-9)
+                    last_time, last_tokens = now, self.tokens_seen
+                    rec = self._log_record(out, tps)
+                    self._check_finite(rec["loss"])  # before any checkpoint: a diverged model is never saved
+                    self.logger.log(rec)
+                    bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{tps:,.0f}")
+                if t.eval_every and self.step % t.eval_every == 0 and not final_step:
+                    self.logger.log(self.evaluate())
+                if t.ckpt_every and self.step % t.ckpt_every == 0 and not final_step:
+                    self.save_checkpoint()
+                bar.update(1)
+        finally:
+            bar.close()
+        self.save_checkpoint()
+        if self.step >= self.total_steps:
+            val = self.evaluate()
+            self.logger.log(val)
+            self.save_final(extra={"val": val})
+            self.logger.close()
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "val": val,
+                "loss": rec["loss"] if rec is not None else None}
