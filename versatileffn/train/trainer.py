@@ -41,6 +41,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def micro_batch_seed(seed: int, step: int, first_sequence: int) -> int:
+    """A distinct 63-bit seed per (run seed, optimizer step, first global sequence of a micro-batch)."""
+    return (seed * 1_000_003 + step * 65_537 + first_sequence) % (2 ** 63 - 1)
+
+
 def ffn_summary(stats: list[dict]) -> dict:
     """Layer-averaged FFN statistics: executed loops, lambda, expert imbalance (absent keys are skipped)."""
     out = {}
@@ -211,6 +216,12 @@ class Trainer:
         for micro in range(self.accum):
             x, y = self.data.micro_batch(self.step, self.global_seqs, self.dist.rank, self.dist.world, micro,
                                          t.micro_batch_size)
+            # The Gumbel loop samples depend on (seed, step, global position of this micro-batch) only, so runs
+            # on 1 or N GPUs with the same global batch and micro-batch size draw identical noise (and resume
+            # is exact whatever the world size).
+            torch.manual_seed(micro_batch_seed(t.seed, self.step,
+                                               self.dist.rank * (self.global_seqs // self.dist.world)
+                                               + micro * t.micro_batch_size))
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self._sync_context(micro == self.accum - 1), self.autocast():
                 out = self.forward(x, y)
