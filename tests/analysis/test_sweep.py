@@ -1,4 +1,6 @@
 """Executed FFN FLOPs from the statistics and the inference loop-cap sweep."""
+import math
+
 import pytest
 
 from versatileffn.analysis import loop_cap_sweep
@@ -24,6 +26,9 @@ def test_flops_fall_with_the_cap_on_a_forced_model(token_stream, tokenizer):
         assert r["paper_formula_flops"] == pytest.approx(paper_formula_flops(model.config, k, 1.0 if k < 4 else 0.0))
         assert r["accuracy"] == pytest.approx(k / 4)  # the fake benchmark reads the capped loops
         assert r["tasks"] == {"t1": pytest.approx(k / 4), "t2": pytest.approx(k / 4)}
+        # two tasks of one question each: sqrt(2 * p (1 - p) / 1) / 2
+        assert r["task_examples"] == {"t1": 1, "t2": 1}
+        assert r["accuracy_stderr"] == pytest.approx(math.sqrt(2 * (k / 4) * (1 - k / 4)) / 2)
         assert r["task_ffn_flops_per_token"] == pytest.approx(r["ffn_flops_per_token"])
         assert r["val_tokens"] > 0 and r["val_loss"] > 0
     assert all(layer.inference_loop_cap is None for layer in model.versatile_layers())  # restored

@@ -109,10 +109,10 @@ def lambda_distribution(layers: list[dict], path: Path) -> Path:
             share.append(hist.get(f"{v:g}", 0) / total if total else 0.0)
         ax.barh(range(len(layers)), share, left=left, color=color, label=f"λ = {v:g}")
         left += np.asarray(share)
-    means = [r.get("mean_lambda", np.nan) for r in layers]
-    ax.scatter(means, range(len(layers)), color="black", marker="|", s=200, zorder=3, label="mean λ (x-axis value)")
-    ax.set_yticks(range(len(layers)), _layer_labels(layers))
-    ax.set(xlabel="share of tokens  /  mean λ", ylabel="layer", xlim=(0, 1), title="Gate λ distribution per layer")
+    means = [r.get("mean_lambda") for r in layers]
+    ax.set_yticks(range(len(layers)), [f"{r['layer']}\nmean λ {m:.2f}" if m is not None else str(r["layer"])
+                                       for r, m in zip(layers, means)], fontsize=8)
+    ax.set(xlabel="share of tokens", ylabel="layer", xlim=(0, 1), title="Gate λ distribution per layer")
     ax.invert_yaxis()
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
@@ -165,12 +165,14 @@ def cos_per_layer(layers: list[dict], path: Path) -> Path:
     x = np.arange(len(layers))
     out = [np.nan if r.get("mean_cos_width_depth") is None else r["mean_cos_width_depth"] for r in layers]
     upd = [np.nan if r.get("mean_cos_width_depth_update") is None else r["mean_cos_width_depth_update"] for r in layers]
-    ax.bar(x - 0.2, out, width=0.4, label="outputs Y_width vs Y_depth")
-    ax.bar(x + 0.2, upd, width=0.4, label="updates Y - H")
+    for offset, values, label in ((-0.2, out, "outputs Y_width vs Y_depth (include the residual H)"),
+                                  (0.2, upd, "updates Y_width - H vs Y_depth - H")):
+        bars = ax.bar(x + offset, values, width=0.4, label=label)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
     ax.set_xticks(x, _layer_labels(layers))
-    ax.set(xlabel="layer", ylabel="mean cosine similarity", ylim=(min(0.0, np.nanmin(upd + out + [0.0])), 1.05),
-           title="Width vs depth path similarity per layer")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set(xlabel="layer", ylabel="mean cosine similarity (same token)",
+           ylim=(min(0.0, np.nanmin(upd + out + [0.0])), 1.3), title="Width vs depth path similarity per layer")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
     return _save(fig, path)
 
 
@@ -192,22 +194,46 @@ def word_cloud(entries: list[dict], title: str, path: Path, colormap: str, seed:
     return _save(fig, path)
 
 
+def _label_points(ax, xs: list[float], ys: list[float], labels: list[str]) -> None:
+    """Label each distinct point with its caps; caps that change nothing land on one point and share a label.
+    Labels alternate above / below so that neighbouring points (e.g. caps 3 and 4) do not overprint."""
+    points: dict[tuple[float, float], list[str]] = {}
+    for x, y, lab in zip(xs, ys, labels):
+        points.setdefault((x, y), []).append(lab)
+    for n, ((x, y), labs) in enumerate(sorted(points.items())):
+        ax.annotate("cap " + ", ".join(labs), (x, y), textcoords="offset points",
+                    xytext=(4, 6) if n % 2 == 0 else (4, -13), fontsize=7)
+
+
 def loop_cap_sweep(rows: list[dict], path: Path) -> Path:
-    """Compute/quality trade-off: validation loss (and accuracy) against executed FFN FLOPs per token."""
+    """Compute/quality trade-off: validation loss (and accuracy) against executed FFN FLOPs per token.
+
+    Accuracy is drawn in percent with +-1 binomial standard error bars when the number of questions is known,
+    and its y-range spans at least those bars: a one-question difference must not look like a trend."""
     has_acc = any("accuracy" in r for r in rows)
     fig = _figure(10.0 if has_acc else 6.0, 4.0)
     axes = [fig.add_subplot(1, 2 if has_acc else 1, i + 1) for i in range(2 if has_acc else 1)]
     flops = [r["ffn_flops_per_token"] / 1e6 for r in rows]
     labels = ["none" if r["cap"] is None else str(r["cap"]) for r in rows]
-    series = [("val_loss", "validation loss")] + ([("accuracy", "benchmark accuracy (avg)")] if has_acc else [])
-    for ax, (key, label) in zip(axes, series):
-        ys = [r.get(key, np.nan) for r in rows]
-        ax.plot(flops, ys, "o-", color="#3b6ea8")
-        points: dict[tuple[float, float], list[str]] = {}  # caps that change nothing land on one point
-        for x, y, lab in zip(flops, ys, labels):
-            points.setdefault((x, y), []).append(lab)
-        for (x, y), labs in points.items():
-            ax.annotate("cap " + ", ".join(labs), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.ticklabel_format(useOffset=False)
-        ax.set(xlabel="executed FFN MFLOPs per token", ylabel=label, title=f"{label} vs loop cap")
+    loss = [r.get("val_loss", np.nan) for r in rows]
+    ax = axes[0]
+    ax.plot(flops, loss, "o-", color="#3b6ea8")
+    _label_points(ax, flops, loss, labels)
+    ax.ticklabel_format(useOffset=False)
+    ax.set(xlabel="executed FFN MFLOPs per token", ylabel="loss on the analysed tokens (nats / token)",
+           title="Loss vs loop cap")
+    if has_acc:
+        ax = axes[1]
+        acc = [100 * r.get("accuracy", np.nan) for r in rows]
+        err = [100 * r["accuracy_stderr"] if r.get("accuracy_stderr") is not None else np.nan for r in rows]
+        ax.errorbar(flops, acc, yerr=None if np.all(np.isnan(err)) else err, fmt="o-", color="#c0504d", capsize=3)
+        _label_points(ax, flops, acc, labels)
+        lo, hi = np.nanmin(np.asarray(acc) - np.nan_to_num(err)), np.nanmax(np.asarray(acc) + np.nan_to_num(err))
+        pad = max(1.0, 0.15 * (hi - lo))
+        ax.set_ylim(lo - pad, hi + pad)
+        n = rows[0].get("task_examples")
+        what = f"{', '.join(n)}; {sum(n.values())} questions" if n else ", ".join(rows[0].get("tasks", {}))
+        ax.set(xlabel="executed FFN MFLOPs per token", ylabel="accuracy (%)",
+               title=f"Benchmark accuracy vs loop cap\n({what}; bars: ±1 std. error)")
+        ax.title.set_fontsize(10)
     return _save(fig, path)

@@ -61,8 +61,9 @@ SECTIONS = [  # (figure key, heading, what it shows)
     ("wordcloud_high_lambda", "Tokens with high λ (few loops) (paper Fig. 6, right)",
      "Token texts with the highest mean λ at the chosen layer, sized by frequency."),
     ("loop_cap_sweep", "Compute / quality trade-off of the inference loop cap",
-     "Validation loss (and benchmark accuracy when tasks are given) against the executed FFN FLOPs per token "
-     "(paper Table 2 convention) for each inference loop cap."),
+     "Loss on the analysed tokens (and benchmark accuracy when tasks are given, with ±1 binomial standard "
+     "error bars) against the executed FFN FLOPs per token (paper Table 2 convention) for each inference "
+     "loop cap."),
 ]
 
 
@@ -113,9 +114,10 @@ def render_html(result: dict, figures: dict[str, Path]) -> str:
             sweep = result["loop_cap_sweep"]
             has_acc = any("accuracy" in r for r in sweep)
             header = ["loop cap", "val loss", "val ppl", "FFN MFLOPs/token", "× dense"]
-            header += ["accuracy"] if has_acc else []
+            header += ["accuracy", "± std. error"] if has_acc else []
             parts.append(_table(header, [["none" if r["cap"] is None else r["cap"], r["val_loss"], r["val_ppl"],
                                           r["ffn_flops_per_token"] / 1e6, r["ffn_flops_over_dense"]]
-                                         + ([r.get("accuracy")] if has_acc else []) for r in sweep]))
+                                         + ([r.get("accuracy"), r.get("accuracy_stderr")] if has_acc else [])
+                                         for r in sweep]))
     parts.append("</body></html>")
     return "\n".join(parts)

@@ -59,6 +59,13 @@ def default_caps(model: torch.nn.Module) -> list[int | None]:
     return [*range(1, max_loops + 1), None]
 
 
+def accuracy_stderr(acc_by_task: dict[str, float], n_by_task: dict[str, int]) -> float:
+    """Binomial standard error of the task-averaged accuracy: sqrt(sum_t p_t (1 - p_t) / n_t) / T. On a few
+    hundred questions it is a couple of points, so smaller differences between loop caps are noise."""
+    var = sum(p * (1 - p) / max(n_by_task[t], 1) for t, p in acc_by_task.items())
+    return float(np.sqrt(var) / len(acc_by_task))
+
+
 def loop_cap_sweep(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, caps: list[int | None] | None = None,
                    tokenizer=None, tasks: list[str] | None = None, task_limit: int | None = None,
                    batch_size: int = 8, max_tokens: int | None = None, n_bytes: int | None = None,
@@ -98,6 +105,9 @@ def loop_cap_sweep(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, cap
                                device=device, progress=progress)
                 row["accuracy"] = float(res["average"])
                 row["tasks"] = {name: float(r["primary"]) for name, r in res["tasks"].items()}
+                if all("n" in r for r in res["tasks"].values()):
+                    row["task_examples"] = {name: int(r["n"]) for name, r in res["tasks"].items()}
+                    row["accuracy_stderr"] = accuracy_stderr(row["tasks"], row["task_examples"])
                 if res.get("ffn_stats"):  # per-task statistics (our LM): FLOPs over every benchmark token
                     merged = merge_layer_stats(res["ffn_stats"])
                     row["task_ffn_flops_per_token"] = executed_ffn_flops(config, merged)["paper"]
