@@ -64,12 +64,12 @@ def test_cli_trains_a_converted_model(token_dir, hf_dirs, tmp_path):
     assert float(model.versatile_layers()[0].tau) == pytest.approx(0.1)
     ckpt = load_state(out / "checkpoints" / "step_0000012" / "model.safetensors")
     assert all(torch.equal(ckpt[k], v) for k, v in model.state_dict().items() if k in ckpt)
-    assert (out / "final" / "tokenizer.json").is_file()  # the data's tokenizer (the source folder had none)
+    tok = transformers.AutoTokenizer.from_pretrained(out / "final")  # the data's (the source folder had none)
+    assert tok.eos_token == "<|endoftext|>" and tok.convert_tokens_to_ids("<|endoftext|>") == 0
 
     # ... and `versatileffn eval` reads it: same validation windows, same loss as the trainer measured
     res = tmp_path / "eval.json"
-    assert cli_main(["eval", "--model", str(out / "final"), "--tokenizer", str(out / "final" / "tokenizer.json"),
-                     "--tasks", "none", "--data", str(token_dir), "--seq-len", "32", "--val-tokens", "512",
+    assert cli_main(["eval", "--model", str(out / "final"), "--tasks", "none", "--data", str(token_dir), "--seq-len", "32", "--val-tokens", "512",
                      "--device", "cpu", "--no-progress", "--out", str(res)]) == 0
     assert json.loads(res.read_text())["validation"]["loss"] == pytest.approx(val["val_loss"], rel=1e-4)
 
@@ -117,3 +117,20 @@ def test_clear_errors(token_dir, hf_dirs, tmp_path):
     with pytest.raises(ValueError, match="data.seq_len=128 exceeds .* 64"):
         Trainer(hf_config(token_dir, tmp_path / "f", converted, "data.seq_len=128"))
     assert cli_main(["train", "--hf-model", str(dense), "--data", str(token_dir), "--out", str(tmp_path / "g")]) == 2
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")
+def test_ddp_and_fsdp2_agree(token_dir, hf_dirs, tmp_path):
+    """2-process gloo: DDP and FSDP2 (sharding the HF decoder layers) train the converted model identically
+    (same per-rank Gumbel streams), and the FSDP2 final folder is a complete converted model."""
+    import torch.multiprocessing as mp
+    from train_helpers import free_port, gloo_hf_worker
+
+    mp.spawn(gloo_hf_worker, args=(2, free_port(), token_dir, hf_dirs[1], tmp_path), nprocs=2, join=True)
+    ddp, fsdp = (load_state(tmp_path / m / "final" / "model.safetensors") for m in ("ddp", "fsdp"))
+    assert ddp.keys() == fsdp.keys()
+    for k in ddp:
+        torch.testing.assert_close(fsdp[k], ddp[k], atol=2e-5, rtol=1e-4, msg=k)
+    vals = [records(tmp_path / m, "val")[-1]["val_loss"] for m in ("ddp", "fsdp")]
+    assert vals[0] == pytest.approx(vals[1], abs=1e-4)
+    assert transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "final").num_parameters() > 0

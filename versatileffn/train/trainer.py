@@ -220,8 +220,12 @@ class Trainer:
 
     def _save_final_hf(self, model_state: dict, path: Path) -> None:
         """A converted HF folder (``save_converted``): reloads with ``AutoModelForCausalLM.from_pretrained``.
-        Tokenizer files: the source folder's, else the data's tokenizer.json (what the model was trained on)."""
+        Tokenizer: the source folder's files, else the data's tokenizer (what the model was trained on) saved
+        as a transformers tokenizer with its EOS token."""
         import copy
+        import tempfile
+
+        from transformers import PreTrainedTokenizerFast
 
         from ..hf import save_converted
         from ..hf.convert import TOKENIZER_FILES
@@ -231,8 +235,14 @@ class Trainer:
         clone = classes_for(self.model.config.model_type)[1](copy.deepcopy(self.model.config))
         clone.load_state_dict(model_state)
         clone.refresh_ffn_buffers()
-        has_tokenizer = any((source / name).is_file() for name in TOKENIZER_FILES if name.startswith("tokenizer"))
-        save_converted(clone, path, tokenizer_source=source if has_tokenizer else self.tokenizer_file.parent)
+        with tempfile.TemporaryDirectory() as tmp:
+            has_tokenizer = any((source / n).is_file() for n in TOKENIZER_FILES if n.startswith("tokenizer"))
+            if not has_tokenizer and self.tokenizer_file.is_file():
+                tok = load_tokenizer(self.tokenizer_file)
+                PreTrainedTokenizerFast(tokenizer_object=tok.tok, eos_token=tok.tok.id_to_token(tok.eos_id)
+                                        ).save_pretrained(tmp)
+                source = Path(tmp)
+            save_converted(clone, path, tokenizer_source=source)
 
     # ------------------------------------------------------------------------------------ loop pieces
 
