@@ -112,9 +112,9 @@ def test_clear_errors(token_dir, hf_dirs, tmp_path):
         Trainer(hf_config(token_dir, tmp_path / "d", tmp_path))
     small = tmp_path / "small-vocab"  # the data's 300-entry tokenizer does not fit a 256-entry model
     save_converted(convert_dense_model(tiny_llama(vocab_size=256), FFN), small)
-    with pytest.raises(ValueError, match="300 entries .*vocab_size=256"):
+    with pytest.raises(ValueError, match="300 entries .*config.json: vocab_size=256: prepare the data with the model's own"):
         Trainer(hf_config(token_dir, tmp_path / "e", small))
-    with pytest.raises(ValueError, match="data.seq_len=128 exceeds .* 64"):
+    with pytest.raises(ValueError, match="data.seq_len=128 exceeds .*max_position_embeddings=64"):
         Trainer(hf_config(token_dir, tmp_path / "f", converted, "data.seq_len=128"))
     assert cli_main(["train", "--hf-model", str(dense), "--data", str(token_dir), "--out", str(tmp_path / "g")]) == 2
 

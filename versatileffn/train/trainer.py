@@ -69,14 +69,14 @@ class LMForward(torch.nn.Module):
         return self.model.lm_forward(input_ids, targets)
 
 
-def model_limits(cfg: RunConfig) -> tuple[int, int, str]:
-    """(vocab size, max sequence length, what to change) of the model to train, read before building it."""
+def model_limits(cfg: RunConfig) -> tuple[int, str, int, str]:
+    """(vocab size, its name, max sequence length, its name) of the model to train, read before building it."""
     if cfg.train.hf_model:
         from ..hf.folders import read_converted_hf_config
 
-        hf = read_converted_hf_config(cfg.train.hf_model)
-        return hf["vocab_size"], hf["max_position_embeddings"], f"train.hf_model={cfg.train.hf_model}"
-    return cfg.model.vocab_size, cfg.model.max_seq_len, "model"
+        hf, where = read_converted_hf_config(cfg.train.hf_model), f"{cfg.train.hf_model}/config.json: "
+        return hf["vocab_size"], where + "vocab_size", hf["max_position_embeddings"], where + "max_position_embeddings"
+    return cfg.model.vocab_size, "model.vocab_size", cfg.model.max_seq_len, "model.max_seq_len"
 
 
 class Trainer:
@@ -94,15 +94,14 @@ class Trainer:
         if not cfg.data.path:
             raise ValueError("data.path is empty: point it at a folder made by `versatileffn prepare-data`")
         index = read_index(cfg.data.path)
-        vocab_size, max_seq_len, source = model_limits(cfg)
+        vocab_size, vocab_name, max_seq_len, max_seq_len_name = model_limits(cfg)
         if index["vocab_size"] > vocab_size:
-            fix = (f"set model.vocab_size >= {index['vocab_size']}" if source == "model" else
+            fix = (f"set model.vocab_size >= {index['vocab_size']}" if not t.hf_model else
                    "prepare the data with the model's own tokenizer")
             raise ValueError(f"the data's tokenizer {index.get('tokenizer')!r} has {index['vocab_size']} entries but "
-                             f"the model ({source}) has vocab_size={vocab_size}: {fix}")
+                             f"{vocab_name}={vocab_size}: {fix}")
         if cfg.data.seq_len > max_seq_len:
-            raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds the model's maximum sequence length "
-                             f"{max_seq_len} ({source})")
+            raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds the model's {max_seq_len_name}={max_seq_len}")
         self.data = PackedTrainData(cfg.data.path, cfg.data.seq_len, seed=t.seed, split=cfg.data.train_split)
         val_windows(cfg.data.path, cfg.data.seq_len, cfg.data.seq_len, cfg.data.val_split)  # fail now, not at the end
         self.tokenizer_file = Path(cfg.data.path) / "tokenizer.json"
