@@ -53,3 +53,20 @@ def gloo_worker(rank: int, world: int, port: int, token_dir, out_root) -> None:
         Trainer(cfg).train()
     finally:
         dist.destroy_process_group()
+
+
+def gloo_hf_worker(rank: int, world: int, port: int, token_dir, hf_dir, out_root) -> None:
+    """A converted HF model (train.hf_model) under DDP and under FSDP2 (per decoder layer + root)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        for mode in ("ddp", "fsdp"):
+            cfg = micro_config(token_dir, out_root / mode, "dense", f"train.hf_model={hf_dir}",
+                               f"train.parallel={mode}", f"train.max_steps={STEPS}", "train.eval_tokens=160")
+            trainer = Trainer(cfg)
+            if mode == "fsdp":
+                assert type(trainer.model.lm_head.weight).__name__ == "DTensor"  # really sharded
+            trainer.train()
+    finally:
+        dist.destroy_process_group()

@@ -18,6 +18,8 @@ def register(sub) -> None:
     p.add_argument("--data", help="prepared token folder (data.path)")
     p.add_argument("--out", help="run folder (train.out_dir)")
     p.add_argument("--init-from", help="continued pre-training from a dense model folder (train.init_from)")
+    p.add_argument("--hf-model", help="continued pre-training of a converted Hugging Face folder (`versatileffn "
+                                       "convert`; train.hf_model): it replaces the config's model section")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the run folder")
     p.set_defaults(func=run)
 
@@ -26,7 +28,8 @@ def build_config(args):
     overrides = list(args.overrides)
     if args.ffn:
         overrides += [f"model.ffn.{k}={v}" for k, v in FFN_NAMES[args.ffn].items()]
-    for flag, key in ((args.data, "data.path"), (args.out, "train.out_dir"), (args.init_from, "train.init_from")):
+    for flag, key in ((args.data, "data.path"), (args.out, "train.out_dir"), (args.init_from, "train.init_from"),
+                      (args.hf_model, "train.hf_model")):
         if flag:
             overrides.append(f"{key}={flag}")
     config = args.config

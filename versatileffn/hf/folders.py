@@ -15,3 +15,29 @@ def is_converted_hf_dir(path) -> bool:
     except (json.JSONDecodeError, AttributeError):
         return False
     return isinstance(model_type, str) and model_type.startswith("versatileffn_")
+
+
+def read_converted_hf_config(path) -> dict:
+    """The config.json of a converted folder, for ``train.hf_model``; a clear error for any other folder
+    (a dense Hugging Face model needs ``versatileffn convert`` first)."""
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"train.hf_model={path}: no config.json there (expected a folder written by "
+                                "`versatileffn convert`)")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{cfg_file} is not valid JSON: {exc}") from exc
+    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
+    if not isinstance(model_type, str):
+        raise ValueError(f"train.hf_model={path} is not a Hugging Face model folder (no model_type in config.json); "
+                         "a versatileffn model folder (save_model) continues with train.init_from / --init-from")
+    if not model_type.startswith("versatileffn_"):
+        raise ValueError(f"train.hf_model={path} is a dense Hugging Face model (model_type {model_type!r}); convert "
+                         f"it first: `versatileffn convert --from {path} --out {path}-versatile`, then train "
+                         f"with --hf-model {path}-versatile")
+    for key in ("vocab_size", "max_position_embeddings"):
+        if not isinstance(cfg.get(key), int):
+            raise ValueError(f"{cfg_file} has no integer {key}")
+    return cfg

@@ -2,7 +2,7 @@
 
 A checkpoint is a folder ``<out_dir>/checkpoints/step_<N>/``:
     model.safetensors   full (unsharded) weights, incl. the tau buffer   - loadable by ``io.load_model``
-    config.json         the model config (``io.save_model``'s format)
+    config.json         the model config (``io.save_model``'s format; a converted HF model: its own config)
     optimizer.pt        AdamW state (tensors and plain values only: read with ``weights_only=True``)
     trainer_state.json  step, tokens seen, per-rank RNG states (hex), the run's resolved config
 It is written into a temporary folder and renamed into place (``io.atomic_replace_dir``), so a crash while
@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..config import to_dict
+from ..hf.folders import is_converted_hf_dir
 from ..io import FORMAT, atomic_replace_dir, load_state, read_model_config
 
 CKPT_DIR = "checkpoints"
@@ -65,7 +66,10 @@ def save_checkpoint(out_dir: str | Path, step: int, model_state: dict, optim_sta
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(json.dumps({"format": FORMAT, "model": to_dict(model_config)}, indent=2))
+        if hasattr(model_config, "to_json_string"):  # a transformers config (train.hf_model)
+            (tmp / "config.json").write_text(model_config.to_json_string())
+        else:
+            (tmp / "config.json").write_text(json.dumps({"format": FORMAT, "model": to_dict(model_config)}, indent=2))
         torch.save(optim_state, tmp / "optimizer.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
         if tokenizer_file is not None and Path(tokenizer_file).is_file():
@@ -123,6 +127,9 @@ def init_from_dense(model: torch.nn.Module, path: str | Path) -> list[str]:
     Only the new router / loop head / MoE experts / tau may be missing; returns those (freshly initialised).
     """
     path = Path(path)
+    if is_converted_hf_dir(path):
+        raise ValueError(f"train.init_from={path} is a converted Hugging Face model: continue pre-training it with "
+                         f"train.hf_model={path} (--hf-model) instead")
     read_model_config(path)  # a clear error if this is not a model folder
     state = load_state(path / "model.safetensors")
     fresh = check_state_matches(model, state, f"dense checkpoint {path}", NEW_KEY_PATTERNS)

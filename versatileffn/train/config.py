@@ -50,6 +50,8 @@ class TrainConfig:
     compile: bool = False               # torch.compile the model
     parallel: str = "ddp"               # with torchrun world > 1: ddp | fsdp (FSDP2, per block + root)
     init_from: str | None = None        # continued pre-training: a dense model folder (save_model format)
+    hf_model: str | None = None         # continued pre-training of a converted HF folder (`versatileffn convert`);
+                                        # replaces model: (architecture and VersatileFFN options come from it)
     log_every: int = 10
     eval_every: int = 0                 # 0: evaluate at the end only
     eval_tokens: int = 262144           # validation tokens per evaluation
@@ -87,6 +89,9 @@ class TrainConfig:
         for name in ("eval_every", "ckpt_every"):
             v = getattr(self, name)
             _require(isinstance(v, int) and v >= 0, f"train.{name}", "an integer >= 0", v)
+        if self.hf_model and self.init_from:
+            raise ValueError(f"train.hf_model={self.hf_model} and train.init_from={self.init_from} exclude each other: "
+                             "hf_model is already the initialisation (a converted Hugging Face folder)")
         _require(isinstance(self.keep_last, int) and self.keep_last >= 1, "train.keep_last", "an integer >= 1",
                  self.keep_last)
 
@@ -98,6 +103,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.train.hf_model:  # the trainer checks against the HF config's max_position_embeddings
+            return
         _require(self.data.seq_len <= self.model.max_seq_len, "data.seq_len",
                  f"<= model.max_seq_len={self.model.max_seq_len}", self.data.seq_len)
 

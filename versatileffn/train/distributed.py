@@ -54,11 +54,24 @@ def parallelize(model: torch.nn.Module, mode: str, info: DistInfo, device: torch
     if mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        for block in model.blocks:
+        for block in transformer_blocks(model):
             fully_shard(block)
         fully_shard(model)
         return model
     raise ValueError(f"train.parallel must be ddp or fsdp; got {mode!r}")
+
+
+def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The per-block FSDP units: ``VersatileLM.blocks``, or a (converted) HF decoder's ``model.layers``
+    (also behind the trainer's ``LMForward`` adapter)."""
+    inner = getattr(model, "model", None)
+    for candidate in (model, inner, getattr(inner, "model", None)):
+        if isinstance(getattr(candidate, "blocks", None), torch.nn.ModuleList):
+            return candidate.blocks
+        if isinstance(getattr(candidate, "layers", None), torch.nn.ModuleList):
+            return candidate.layers
+    raise ValueError(f"train.parallel=fsdp: cannot find the transformer blocks of {type(model).__name__} "
+                     "(expected .blocks or an HF decoder's .model.layers); use train.parallel=ddp")
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -11,10 +11,11 @@ from .config import TrainConfig
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
     """Weight decay on matrices only: norms, 1-D parameters (and the embedding unless configured) get none."""
     decay, no_decay = [], []
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}  # any naming (HF too)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        is_embedding = name.endswith("embed.weight")
+        is_embedding = id(p) in embeddings
         if p.dim() < 2 or "norm" in name or (is_embedding and not cfg.decay_embeddings):
             no_decay.append(p)
         else:
