@@ -100,7 +100,7 @@ def test_optimizer_groups_of_the_hf_model(token_dir, hf_dirs, tmp_path):
     assert {n for n in names.values() if "norm" in n} <= no_decay_names
 
 
-def test_clear_errors(token_dir, hf_dirs, tmp_path):
+def test_clear_errors(token_dir, hf_dirs, tmp_path, capsys):
     dense, converted = hf_dirs
     with pytest.raises(ValueError, match="dense Hugging Face model .*versatileffn convert --from"):
         Trainer(hf_config(token_dir, tmp_path / "a", dense))
@@ -117,6 +117,9 @@ def test_clear_errors(token_dir, hf_dirs, tmp_path):
     with pytest.raises(ValueError, match="data.seq_len=128 exceeds .*max_position_embeddings=64"):
         Trainer(hf_config(token_dir, tmp_path / "f", converted, "data.seq_len=128"))
     assert cli_main(["train", "--hf-model", str(dense), "--data", str(token_dir), "--out", str(tmp_path / "g")]) == 2
+    assert cli_main(["train", "--hf-model", str(converted), "--ffn", "moe", "--data", str(token_dir),
+                     "--out", str(tmp_path / "h")]) == 2
+    assert "--ffn cannot be combined with --hf-model" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed not available")

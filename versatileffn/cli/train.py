@@ -26,6 +26,9 @@ def register(sub) -> None:
 
 def build_config(args):
     overrides = list(args.overrides)
+    if args.ffn and args.hf_model:
+        raise ValueError("--ffn cannot be combined with --hf-model: a converted model's FFN options come from its "
+                         "folder (set them at `versatileffn convert`)")
     if args.ffn:
         overrides += [f"model.ffn.{k}={v}" for k, v in FFN_NAMES[args.ffn].items()]
     for flag, key in ((args.data, "data.path"), (args.out, "train.out_dir"), (args.init_from, "train.init_from"),
