@@ -8,6 +8,7 @@ the allowed range, so a wrong value fails where it is written, not deep inside a
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -304,6 +305,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = child
         node[parts[-1]] = _parse_scalar(text)
     return data
+
+
+def read_json(path: str | Path, missing: str) -> Any:
+    """A JSON file's content; FileNotFoundError(missing) when absent, a ValueError naming the file when corrupt."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(missing)
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p} is not valid JSON: {exc}") from exc
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

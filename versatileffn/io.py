@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, from_dict, to_dict
+from .config import ModelConfig, from_dict, read_json, to_dict
 from .model import VersatileLM
 
 FORMAT = "versatileffn"
@@ -57,13 +57,8 @@ def save_model(model: VersatileLM, path: str | Path, tokenizer=None, extra: dict
 def read_model_config(path: str | Path) -> tuple[ModelConfig, dict]:
     path = Path(path)
     cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{path} is not a versatileffn model folder (no config.json)")
-    try:
-        meta = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_file} is not valid JSON: {exc}") from exc
-    if meta.get("format") != FORMAT:
+    meta = read_json(cfg_file, f"{path} is not a versatileffn model folder (no config.json)")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{cfg_file} is not a versatileffn config (format={meta.get('format')!r})")
     return from_dict(ModelConfig, meta["model"]), meta
 

@@ -134,7 +134,46 @@ class Block(nn.Module):
         return self.ffn(h)
 
 
-class VersatileLM(nn.Module):
+class FFNControl:
+    """The FFN driver API shared by ``VersatileLM`` and the converted Hugging Face models: the trainer, the
+    evaluator and the analysis call only these. A subclass provides ``ffn_layers()``."""
+
+    def ffn_layers(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """Sum of the scaled auxiliary losses of the last training forward (detached), or None."""
+        vals = [m.last_aux_loss for m in self.ffn_layers() if getattr(m, "last_aux_loss", None) is not None]
+        return torch.stack(vals).sum() if vals else None
+
+    def versatile_layers(self) -> list[VersatileFFN]:
+        return [m for m in self.ffn_layers() if isinstance(m, VersatileFFN)]
+
+    def anneal_temperature(self) -> None:
+        """Advance the Gumbel temperature schedule of every VersatileFFN by one optimizer step."""
+        for m in self.versatile_layers():
+            m.anneal_temperature()
+
+    def set_inference_loop_cap(self, cap: int | None) -> None:
+        """Clip every token's predicted loop count at inference (None: no cap) — trades quality for compute."""
+        if cap is not None and (not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"inference loop cap must be None or an integer >= 1; got {cap!r}")
+        for m in self.versatile_layers():
+            m.inference_loop_cap = cap
+
+    def reset_ffn_stats(self) -> None:
+        for m in self.ffn_layers():
+            if hasattr(m, "reset_stats"):
+                m.reset_stats()
+            if hasattr(m, "last_aux_loss"):
+                m.last_aux_loss = None
+
+    def ffn_stats(self) -> list[dict]:
+        """Per-layer statistics since the last reset (loop histogram, mean loops/lambda, expert load)."""
+        return [m.stats.summary() if hasattr(m, "stats") else {} for m in self.ffn_layers()]
+
+
+class VersatileLM(FFNControl, nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = copy.deepcopy(config)
@@ -186,41 +225,8 @@ class VersatileLM(nn.Module):
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         return LMOutput(logits=logits, loss=loss, aux_loss=self.aux_loss())
 
-    def aux_loss(self) -> torch.Tensor | None:
-        """Sum of the scaled auxiliary losses of the last training forward (detached), or None."""
-        vals = [m.last_aux_loss for m in self.ffn_layers() if getattr(m, "last_aux_loss", None) is not None]
-        return torch.stack(vals).sum() if vals else None
-
-    # ------------------------------------------------------------------------------------ FFN control
-
     def ffn_layers(self) -> list[nn.Module]:
         return [b.ffn for b in self.blocks]
-
-    def versatile_layers(self) -> list[VersatileFFN]:
-        return [m for m in self.ffn_layers() if isinstance(m, VersatileFFN)]
-
-    def anneal_temperature(self) -> None:
-        """Advance the Gumbel temperature schedule of every VersatileFFN by one optimizer step."""
-        for m in self.versatile_layers():
-            m.anneal_temperature()
-
-    def set_inference_loop_cap(self, cap: int | None) -> None:
-        """Clip every token's predicted loop count at inference (None: no cap) — trades quality for compute."""
-        if cap is not None and (not isinstance(cap, int) or cap < 1):
-            raise ValueError(f"inference loop cap must be None or an integer >= 1; got {cap!r}")
-        for m in self.versatile_layers():
-            m.inference_loop_cap = cap
-
-    def reset_ffn_stats(self) -> None:
-        for m in self.ffn_layers():
-            if hasattr(m, "reset_stats"):
-                m.reset_stats()
-            if hasattr(m, "last_aux_loss"):
-                m.last_aux_loss = None
-
-    def ffn_stats(self) -> list[dict]:
-        """Per-layer statistics since the last reset (loop histogram, mean loops/lambda, expert load)."""
-        return [m.stats.summary() if hasattr(m, "stats") else {} for m in self.ffn_layers()]
 
     # ------------------------------------------------------------------------------------ counting
 

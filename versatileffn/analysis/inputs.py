@@ -11,6 +11,7 @@ import numpy as np
 from ..data.tokens import load_tokens, read_index
 from ..io import FORMAT as MODEL_FORMAT
 from ..io import load_model
+from ..config import read_json
 from ..tokenizer import Tokenizer, load_tokenizer
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
@@ -23,12 +24,7 @@ def load_analysis_model(path: str | Path, device: str = "cpu"):
     registers the architecture). Returns the model in eval mode on ``device``."""
     path = Path(path)
     cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{path} is not a model folder (no config.json)")
-    try:
-        meta = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_file} is not valid JSON: {exc}") from exc
+    meta = read_json(cfg_file, f"{path} is not a model folder (no config.json)")
     if meta.get("format") == MODEL_FORMAT:
         model, _ = load_model(path, device)
         return model

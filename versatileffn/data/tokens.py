@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import read_json
+
 FORMAT = "versatileffn-tokens"
 
 
@@ -24,14 +26,9 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def read_index(data_dir: str | Path) -> dict:
     f = Path(data_dir) / "index.json"
-    if not f.is_file():
-        raise FileNotFoundError(f"{data_dir} is not a prepared token folder (no index.json); "
-                                "make one with `versatileffn prepare-data`")
-    try:
-        index = json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{f} is not valid JSON: {exc}") from exc
-    if index.get("format") != FORMAT:
+    index = read_json(f, f"{data_dir} is not a prepared token folder (no index.json); make one with "
+                         "`versatileffn prepare-data`")
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise ValueError(f"{f} is not a {FORMAT} index (format={index.get('format')!r})")
     return index
 

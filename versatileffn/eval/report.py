@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import read_json
 from ..io import FORMAT, load_model
 from ..model import VersatileLM
 from ..tokenizer import load_tokenizer
@@ -21,12 +22,7 @@ def load_any_model(path: str | Path, device: str | torch.device = "cpu", tokeniz
     """(model in eval mode, tokenizer, kind) for a versatileffn model folder or a Hugging Face causal-LM folder."""
     path = Path(path)
     cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"{path} is not a model folder (no config.json)")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_file} is not valid JSON: {exc}") from exc
+    cfg = read_json(cfg_file, f"{path} is not a model folder (no config.json)")
     if cfg.get("format") == FORMAT:
         model, _ = load_model(path, device)
         tok_spec = tokenizer or path
@@ -91,12 +87,7 @@ def write_json(path: str | Path, record: dict) -> None:
 
 def read_record(path: str | Path) -> dict:
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"results file not found: {p}")
-    try:
-        rec = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{p} is not valid JSON: {exc}") from exc
+    rec = read_json(p, f"results file not found: {p}")
     if not isinstance(rec, dict) or "tasks" not in rec:
         raise ValueError(f"{p} is not a `versatileffn eval` results file (no 'tasks')")
     return rec

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..config import read_json
+
 
 def is_converted_hf_dir(path) -> bool:
     """True for a folder written by ``save_converted`` / ``versatileffn convert`` (model_type ``versatileffn_*``)."""
@@ -21,14 +23,8 @@ def read_converted_hf_config(path) -> dict:
     """The config.json of a converted folder, for ``train.hf_model``; a clear error for any other folder
     (a dense Hugging Face model needs ``versatileffn convert`` first)."""
     path = Path(path)
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"train.hf_model={path}: no config.json there (expected a folder written by "
-                                "`versatileffn convert`)")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_file} is not valid JSON: {exc}") from exc
+    cfg = read_json(path / "config.json", f"train.hf_model={path}: no config.json there (expected a folder "
+                                          "written by `versatileffn convert`)")
     model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
     if not isinstance(model_type, str):
         raise ValueError(f"train.hf_model={path} is not a Hugging Face model folder (no model_type in config.json); "
@@ -39,5 +35,5 @@ def read_converted_hf_config(path) -> dict:
                          f"with --hf-model {path}-versatile")
     for key in ("vocab_size", "max_position_embeddings"):
         if not isinstance(cfg.get(key), int):
-            raise ValueError(f"{cfg_file} has no integer {key}")
+            raise ValueError(f"{path / 'config.json'} has no integer {key}")
     return cfg

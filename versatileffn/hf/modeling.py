@@ -35,7 +35,7 @@ import transformers
 from ..config import FFNConfig, ModelConfig, VersatileFFNConfig
 from ..ffn import VersatileFFN
 from ..ffn.common import fp32_logits, top_k_gates
-from ..model import LMOutput
+from ..model import FFNControl, LMOutput
 
 MODELING_FILE = "modeling_versatileffn.py"  # written into every saved folder for trust_remote_code=True
 # VersatileFFNConfig fields the HF config fixes (from hidden_size, intermediate_size, rms_norm_eps, initializer_range)
@@ -177,7 +177,7 @@ def ffn_config_for(config, options: dict) -> VersatileFFNConfig:
 
 # ------------------------------------------------------------------------------------------ the model
 
-class VersatileCausalLMMixin:
+class VersatileCausalLMMixin(FFNControl):
     """Turns a transformers ``XForCausalLM`` into its VersatileFFN version; same driver API as ``VersatileLM``.
 
     ``forward(..., labels=...)``'s loss already contains the balance loss (attached through autograd by
@@ -231,29 +231,8 @@ class VersatileCausalLMMixin:
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         return LMOutput(logits=logits, loss=loss, aux_loss=self.aux_loss())
 
-    def versatile_layers(self) -> list[VersatileFFN]:
-        return [layer.versatile_ffn for layer in self.model.layers]
-
     def ffn_layers(self) -> list[VersatileFFN]:
-        return self.versatile_layers()
-
-    def anneal_temperature(self) -> None:
-        """Advance every layer's Gumbel temperature by one optimizer step (call after ``optimizer.step()``)."""
-        for m in self.versatile_layers():
-            m.anneal_temperature()
-
-    def set_inference_loop_cap(self, cap: int | None) -> None:
-        if cap is not None and (not isinstance(cap, int) or cap < 1):
-            raise ValueError(f"inference loop cap must be None or an integer >= 1; got {cap!r}")
-        for m in self.versatile_layers():
-            m.inference_loop_cap = cap
-
-    def reset_ffn_stats(self) -> None:
-        for m in self.versatile_layers():
-            m.reset_stats()
-
-    def ffn_stats(self) -> list[dict]:
-        return [m.stats.summary() for m in self.versatile_layers()]
+        return [layer.versatile_ffn for layer in self.model.layers]
 
     def ffn_model_config(self) -> ModelConfig:
         """The equivalent ``ModelConfig`` for FFN accounting (``versatileffn.flops``, the evaluator's FLOP table):
@@ -270,11 +249,6 @@ class VersatileCausalLMMixin:
                                **common)
         except ValueError:  # head layouts ModelConfig cannot express (odd head dims): irrelevant to FFN counts
             return ModelConfig(n_heads=1, **common)
-
-    def aux_loss(self) -> torch.Tensor | None:
-        """Sum of the layers' scaled balance losses of the last training forward (already inside ``loss``)."""
-        losses = [m.last_aux_loss for m in self.versatile_layers() if m.last_aux_loss is not None]
-        return torch.stack(losses).sum() if losses else None
 
     @contextlib.contextmanager
     def identity_mode(self):
