@@ -2,12 +2,11 @@
 (prepared token folders, or raw .txt / .jsonl files tokenized with the model's tokenizer)."""
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import numpy as np
 
+from ..data.sources import iter_documents
 from ..data.tokens import load_tokens, read_index
 from ..io import FORMAT as MODEL_FORMAT
 from ..io import load_model
@@ -55,30 +54,6 @@ def _text_suffix(path: Path) -> str | None:
     return next((s for s in TEXT_SUFFIXES if path.name.endswith(s)), None)
 
 
-def _text_documents(path: Path, text_key: str) -> list[str]:
-    suffix = _text_suffix(path)
-    opener = gzip.open if suffix.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"could not read {path}: {exc}") from exc
-    if suffix.startswith(".txt"):
-        return [text]
-    docs = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n} is not valid JSON: {exc}") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get(text_key), str):
-            raise ValueError(f"{path}:{n} has no string field {text_key!r}")
-        docs.append(obj[text_key])
-    return docs
-
-
 def task_documents(name: str) -> list[str]:
     """A benchmark's questions with their gold answers as text (the paper's Sec. 4.3 figures use ARC-C):
     per question, the gold choice's context + continuation, from the offline OLMES requests."""
@@ -101,8 +76,8 @@ def _tokenize(docs: list[str], tokenizer: Tokenizer, budget: int | None) -> tupl
 
 def load_analysis_tokens(paths: list[str | Path], tokenizer: Tokenizer, split: str = "val", text_key: str = "text",
                          max_tokens: int | None = None) -> tuple[np.ndarray, int | None, list[dict]]:
-    """Concatenate the token streams of ``paths``: prepared token folders (split ``split``), .txt (one
-    document per file) / .jsonl (one document per line, field ``text_key``) files, optionally gzipped, or
+    """Concatenate the token streams of ``paths``: prepared token folders (split ``split``), .txt (documents
+    separated by blank lines) / .jsonl (one document per line, field ``text_key``) files, optionally gzipped, or
     ``task:NAME`` (a benchmark's questions + gold answers); text is tokenized with ``tokenizer`` with one EOS
     after each document (the prepared format's convention).
 
@@ -133,7 +108,7 @@ def load_analysis_tokens(paths: list[str | Path], tokenizer: Tokenizer, split: s
             if _text_suffix(p) is None:
                 raise ValueError(f"{p}: --data takes a prepared token folder, a {'/'.join(TEXT_SUFFIXES)} file "
                                  f"or {TASK_PREFIX}NAME")
-            docs = [d for d in _text_documents(p, text_key) if d.strip()]
+            docs = list(iter_documents([p], text_field=text_key))  # prepare-data's reader
             if not docs:
                 raise ValueError(f"{p} holds no text")
             toks, docs = _tokenize(docs, tokenizer, None if max_tokens is None else max_tokens - total)
