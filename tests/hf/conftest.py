@@ -2,6 +2,23 @@
 import pytest
 import torch
 
+
+def _trained(model, input_ids):
+    """One SGD step + one annealing step, so the model's state differs from the conversion's."""
+    model.train()
+    model(input_ids, labels=input_ids).loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p.sub_(0.1 * p.grad)
+    model.anneal_temperature()
+    return model.eval()
+
+
+@pytest.fixture
+def trained():
+    return _trained
+
 try:
     import transformers
 except ImportError:  # the hf extra is not installed: every test module here skips itself

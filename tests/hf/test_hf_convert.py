@@ -151,7 +151,8 @@ def test_mlp_bias_is_rejected(make_dense):
         convert_dense_model(make_dense("llama", mlp_bias=True))
 
 
-def test_export_dense_after_training_step_gives_the_shared_ffn(arch, make_dense, ffn_options, input_ids, tmp_path):
+def test_export_dense_after_training_step_gives_the_shared_ffn(arch, make_dense, ffn_options, input_ids, tmp_path,
+                                                               trained):
     dense = make_dense(arch)
     model = convert_dense_model(dense, ffn_options)
     export_dense(model, tmp_path / "dense")
@@ -161,12 +162,7 @@ def test_export_dense_after_training_step_gives_the_shared_ffn(arch, make_dense,
     with torch.no_grad():  # bit-exact weights; CPU GEMMs on mmap-loaded buffers may round differently (~1e-8)
         torch.testing.assert_close(back(input_ids).logits, dense(input_ids).logits, rtol=0, atol=1e-5)
     # after continued pre-training the exported FFN is the (updated) shared FFN: identity mode == exported dense
-    model.train()
-    model(input_ids, labels=input_ids).loss.backward()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.grad is not None:
-                p.sub_(0.1 * p.grad)
+    trained(model, input_ids)
     save_converted(model, tmp_path / "conv")
     export_dense(tmp_path / "conv", tmp_path / "dense2")  # from a folder, too
     back2 = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "dense2").eval()

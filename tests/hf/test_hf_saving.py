@@ -25,20 +25,8 @@ def _write_tokenizer(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
 
 
-def _trained(model, input_ids):
-    """One SGD step + one annealing step, so the saved state differs from the conversion's."""
-    model.train()
-    model(input_ids, labels=input_ids).loss.backward()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.grad is not None:
-                p.sub_(0.1 * p.grad)
-    model.anneal_temperature()
-    return model.eval()
-
-
-def test_save_load_round_trip_weights_bit_exact(arch, make_dense, ffn_options, input_ids, tmp_path):
-    model = _trained(convert_dense_model(make_dense(arch), ffn_options), input_ids)
+def test_save_load_round_trip_weights_bit_exact(arch, make_dense, ffn_options, input_ids, tmp_path, trained):
+    model = trained(convert_dense_model(make_dense(arch), ffn_options), input_ids)
     save_converted(model, tmp_path / "m")
     assert {"model.safetensors", "config.json", "modeling_versatileffn.py"} <= {p.name for p in (tmp_path / "m").iterdir()}
     with torch.no_grad():
