@@ -63,14 +63,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        # YAML 1.1 reads "3e-4" (no dot) as a string: accept it for the float fields
-        for name in ("lr", "min_lr_ratio", "warmup_frac", "weight_decay", "beta1", "beta2", "eps", "grad_clip"):
-            v = getattr(self, name)
-            if isinstance(v, str):
-                try:
-                    setattr(self, name, float(v))
-                except ValueError:
-                    raise ValueError(f"train.{name} must be a number; got {v!r}") from None
+        # YAML strings such as "3e-4" are converted to the annotated types by config.from_dict
         for name in ("max_steps", "global_batch_tokens", "micro_batch_size", "log_every", "eval_tokens"):
             v = getattr(self, name)
             _require(isinstance(v, int) and v >= 1, f"train.{name}", "an integer >= 1", v)
