@@ -19,12 +19,12 @@ PAPER = {"base": (2.779, 47.98, 377.49), "moe": (2.585, 51.48, 471.86), "loop2":
          "versatile-8c4": (2.617, 52.22, None), "versatile-16c4": (2.617, 51.72, None),
          "scratch-dense": (2.779, 47.98, None), "scratch-loop4": (2.641, 50.81, None),
          "scratch-versatile": (2.654, 51.14, None)}
-LABEL = {"base": "Base", "moe": "MoE", "loop2": "2-Loop", "loop4": "4-Loop", "loop6": "6-Loop",
+LABEL = {"pretrain-dense": "dense start (pre-trained, 1 epoch)", "base": "Base", "moe": "MoE", "loop2": "2-Loop", "loop4": "4-Loop", "loop6": "6-Loop",
          "versatile": "VersatileFFN", "width": "width only", "depth": "depth only", "ungated": "width + depth, no gate",
          "versatile-L2": "L_max 2", "versatile-L6": "L_max 6", "versatile-8c4": "experts 8-choose-4",
          "versatile-16c4": "experts 16-choose-4", "scratch-dense": "Base (scratch)", "scratch-loop4": "4-Loop (scratch)",
          "scratch-versatile": "VersatileFFN (scratch)"}
-TABLES = {"Table 1/2 — continued pre-training": ["base", "moe", "loop2", "loop4", "loop6", "versatile"],
+TABLES = {"Table 1/2 — continued pre-training": ["pretrain-dense", "base", "moe", "loop2", "loop4", "loop6", "versatile"],
           "Table 3 — ablation (gating = VersatileFFN)": ["base", "width", "depth", "ungated", "versatile"],
           "Table 4 — L_max and experts": ["versatile-L2", "versatile", "versatile-L6", "versatile-8c4", "versatile-16c4"],
           "Table 5 — from scratch, same total tokens": ["scratch-dense", "scratch-loop4", "scratch-versatile"]}
@@ -43,11 +43,11 @@ def cell(values: list[float], fmt: str) -> str:
         return "–"
     if len(values) == 1:
         return format(values[0], fmt)
-    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
+    return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt.lstrip('+'))}"
 
 
 def table(name: str, rows: list[str], recs: dict[str, list[dict]]) -> str:
-    head = ["Method", "seeds", "val loss", "paper loss (train, 354M)"] + list(ABBREV) + ["Avg", "paper Avg (354M)", "params (M)",
+    head = ["Method", "seeds", "val loss", "Δ vs Base (same seed)", "paper loss (train, 354M)"] + list(ABBREV) + ["Avg", "paper Avg (354M)", "params (M)",
                                                                         "FFN MFLOPs/token (exact)", "(paper formula)",
                                                                         "paper FFN MFLOPs (354M)", "mean loops"]
     lines = [f"### {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -57,11 +57,16 @@ def table(name: str, rows: list[str], recs: dict[str, list[dict]]) -> str:
         if not rs:
             lines.append("| " + " | ".join([LABEL[run], "0", "not run yet"] + ["–"] * (len(head) - 3)) + " |")
             continue
+        # seeds differ in the pre-trained start as well: the paired difference to the same seed's Base is what
+        # a seed spread cannot blur (Table 5 compares with the scratch Base)
+        ref = "scratch-dense" if run.startswith("scratch-") else "base"
+        base_loss = {r["seed"]: r["val"]["loss"] for r in recs.get(ref, [])}
+        delta = [r["val"]["loss"] - base_loss[r["seed"]] for r in rs if r["seed"] in base_loss]
         acc = [[100 * r["tasks"]["tasks"][t]["primary"] for r in rs if r.get("tasks")] for t in TASKS]
         fl = [r["flops"]["all_tasks"] for r in rs if r["flops"].get("all_tasks")]
         loops = [r["flops"]["all_tasks"].get("mean_loops") for r in rs if (r["flops"].get("all_tasks") or {}).get("mean_loops")]
         cells = [LABEL[run], str(len(rs)), cell([r["val"]["loss"] for r in rs], ".4f"),
-                 "–" if paper[0] is None else f"{paper[0]:.3f}"]
+                 "–" if run == ref else cell(delta, "+.4f"), "–" if paper[0] is None else f"{paper[0]:.3f}"]
         cells += [cell(a, ".1f") for a in acc]
         cells += [cell([100 * r["tasks"]["average"] for r in rs if r.get("tasks")], ".2f"),
                   "–" if paper[1] is None else f"{paper[1]:.2f}", f"{rs[0]['params']['total'] / 1e6:.2f}",
@@ -72,28 +77,45 @@ def table(name: str, rows: list[str], recs: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def curves(recs: dict[str, list[dict]], out: Path) -> Path | None:
+CURVES = {  # file -> (runs, x label, title)
+    "curves_table1.png": (["base", "moe", "loop2", "loop4", "loop6", "versatile"], "continued pre-training tokens (M)",
+                          "Table 1: continued pre-training from the same dense base, one epoch of 14.6M tokens"),
+    "curves_table34.png": (["base", "versatile", "width", "depth", "ungated", "versatile-L2", "versatile-L6",
+                            "versatile-8c4", "versatile-16c4"], "continued pre-training tokens (M)",
+                           "Tables 3 and 4: VersatileFFN ablations, same start and recipe"),
+    "curves_table5.png": (["pretrain-dense", "scratch-dense", "scratch-loop4", "scratch-versatile"],
+                          "training tokens from random init (M)",
+                          "From scratch: two epochs (= pre-training + continued pre-training tokens)"),
+}
+
+
+def curves(recs: dict[str, list[dict]], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [r for r in TABLES["Table 1/2 — continued pre-training"] + ["width", "depth", "ungated"] if r in recs]
-    if not runs:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for run in runs:
-        c = recs[run][0]["curve"]
-        ax.plot([p["tokens"] / 1e6 for p in c], [p["loss"] for p in c], label=LABEL[run])
-    ax.set_xlabel("continued pre-training tokens (M)")
-    ax.set_ylabel("training loss (seed 0)")
-    ax.set_title("Continued pre-training from the same dense base, one epoch of the 14.6M-token corpus")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    path = out / "curves_table1.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    paths = []
+    for name, (wanted, xlabel, title) in CURVES.items():
+        runs = [r for r in wanted if any(x["seed"] == 0 for x in recs.get(r, []))]
+        if not runs:
+            continue
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for i, run in enumerate(runs):
+            c = next(x for x in recs[run] if x["seed"] == 0)["curve"]
+            ax.plot([p["tokens"] / 1e6 for p in c], [p["loss"] for p in c], label=LABEL[run], lw=1.2,
+                    ls="-" if i < 5 else "--")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("training loss (seed 0)")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(top=min(8.0, ax.get_ylim()[1]))
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        paths.append(out / name)
+    return paths
 
 
 def main(argv=None) -> int:
@@ -103,14 +125,17 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     recs = load(Path(args.runs))
     out = Path(args.out)
-    png = curves(recs, out)
-    some = next(iter(recs.values()))[0]
-    parts = [f"Records: `{args.runs}/seed*/<run>.json`; device {some['device']}, torch {some['torch']}; "
-             f"{some['tokens_seen']:,} training tokens per run (one epoch). Accuracies: first 1,000 questions per task "
-             "(all of ARC-C, OBQA, ARC-E; HellaSwag, PIQA, CSQA, WG, SciQ truncated), OLMES primary metric, %."]
+    pngs = curves(recs, out)
+    every = [r for rs in recs.values() for r in rs]
+    devices = sorted({f"{r['device']} (torch {r['torch']})" for r in every})
+    epoch = min(r["tokens_seen"] for r in every)
+    parts = [f"Generated by `python experiments/report.py` from `{args.runs}/seed*/<run>.json` ({len(every)} records); "
+             f"device: {', '.join(devices)}. Training tokens per run: {epoch:,} (one epoch) for the pre-training and every "
+             f"continued run, {2 * epoch:,} (two epochs) for Table 5. Mean ± standard deviation over seeds where "
+             "there are several. Accuracies: first 1,000 questions per task (all of ARC-C, OBQA, ARC-E; HellaSwag, "
+             "PIQA, CSQA, WG, SciQ truncated), OLMES primary metric, %."]
     parts += [table(name, rows, recs) for name, rows in TABLES.items()]
-    if png:
-        parts.append(f"![training curves]({png.name})")
+    parts += [f"![training curves]({p.name})" for p in pngs]
     (out / "TABLES.md").write_text("\n\n".join(parts) + "\n")
     print((out / "TABLES.md").read_text())
     return 0

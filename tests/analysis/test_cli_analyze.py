@@ -2,10 +2,10 @@
 import base64
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from versatileffn.cli import main
 from versatileffn.config import ffn_config_from_name
@@ -29,7 +29,11 @@ def model_dir(tmp_path, tokenizer, cat_id):
     return save_model(forced_model(cat_id, loops_cat=4, loops_other=2), tmp_path / "model", tokenizer=tokenizer)
 
 
+@pytest.mark.plotting
+@pytest.mark.olmo_eval
 def test_analyze_writes_pngs_html_and_json(tmp_path, model_dir, capsys):
+    from PIL import Image  # comes with matplotlib (the analysis extra)
+
     txt = tmp_path / "text.txt"
     txt.write_text("\n".join(SENTENCES[:4]))
     jsonl = tmp_path / "docs.jsonl"
@@ -70,6 +74,7 @@ def test_analyze_writes_pngs_html_and_json(tmp_path, model_dir, capsys):
     assert "cat</td>" in html and "loop cap" in html
 
 
+@pytest.mark.plotting
 def test_analyze_reads_a_prepared_token_folder(tmp_path, model_dir, tokenizer):
     ids = np.asarray([t for s in SENTENCES for t in (*tokenizer.encode(s), tokenizer.eos_id)])
     data = tmp_path / "tokens"
@@ -87,6 +92,7 @@ def test_analyze_reads_a_prepared_token_folder(tmp_path, model_dir, tokenizer):
     assert result["layers"][0]["tokens"] == 96
 
 
+@pytest.mark.plotting
 def test_clear_errors(tmp_path, tokenizer, model_dir, capsys):
     txt = tmp_path / "t.txt"
     txt.write_text(SENTENCES[0])
@@ -102,3 +108,13 @@ def test_clear_errors(tmp_path, tokenizer, model_dir, capsys):
         argv = ["analyze", "--data", str(txt), "--out", str(tmp_path / "o"), "--no-sweep", "--quiet", *args]
         assert main(argv) == 2, args
         assert message in capsys.readouterr().err
+
+
+def test_missing_analysis_extra_is_one_clear_message(tmp_path, model_dir, capsys, monkeypatch):
+    txt = tmp_path / "t.txt"
+    txt.write_text(SENTENCES[0])
+    monkeypatch.setitem(sys.modules, "wordcloud", None)  # as if the analysis extra were not installed
+    argv = ["analyze", "--model", str(model_dir), "--data", str(txt), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(argv) == 2
+    assert "pip install 'versatileffn[analysis]'" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "analysis.json").exists()  # it stopped before any work

@@ -151,6 +151,7 @@ def test_clear_errors():
                            "loops_vs_position", "cos_sample_heatmap", "cos_layers_positions", "cos_per_layer",
                            "wordcloud_low_lambda", "wordcloud_high_lambda"}),
 ])
+@pytest.mark.plotting
 def test_ablation_modes_get_the_pictures_their_paths_allow(ffn, figures, tmp_path, token_stream, tokenizer):
     from versatileffn.analysis import run_analysis
 

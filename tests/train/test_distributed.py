@@ -44,3 +44,13 @@ def test_ddp_and_fsdp2_match_single_process(token_dir, tmp_path):
     got_v = load_state(tmp_path / "fsdp-versatile" / "final" / "model.safetensors")
     for k in ref_v:
         torch.testing.assert_close(got_v[k], ref_v[k], atol=2e-5, rtol=1e-4, msg=f"versatile fsdp: {k}")
+
+
+def test_more_ranks_than_gpus_is_a_clear_error(monkeypatch):
+    from versatileffn.train.distributed import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="LOCAL_RANK=1 but only 1 CUDA device"):
+        init_distributed("cuda")

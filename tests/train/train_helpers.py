@@ -11,7 +11,9 @@ STEPS = 3  # optimizer steps of the distributed runs
 
 
 def micro_config(token_dir, out_dir, ffn_kind="dense", *extra):
-    """The micro model (d 32, 2 layers) on token_dir: 4 sequences of 32 tokens per step, 2 micro-batches."""
+    """The micro model (d 32, 2 layers) on token_dir: 4 sequences of 32 tokens per step, 2 micro-batches.
+
+    Always on CPU in fp32, also on a GPU machine: the tests compare runs exactly and spawn gloo ranks."""
     from versatileffn.config import FFN_NAMES
 
     overrides = [f"model.{k}={v}" for k, v in dict(vocab_size=320, d_model=32, n_layers=2, n_heads=4, d_hidden=64,
@@ -19,7 +21,8 @@ def micro_config(token_dir, out_dir, ffn_kind="dense", *extra):
     overrides += [f"model.ffn.{k}={v}" for k, v in FFN_NAMES[ffn_kind].items()]
     overrides += [f"data.path={token_dir}", "data.seq_len=32", f"train.out_dir={out_dir}", "train.max_steps=6",
                   "train.global_batch_tokens=128", "train.micro_batch_size=2", "train.lr=1e-2", "train.log_every=1",
-                  "train.eval_tokens=512", "train.progress=false", "train.tensorboard=false"]
+                  "train.eval_tokens=512", "train.progress=false", "train.tensorboard=false",
+                  "train.device=cpu"]
     return load_run_config(None, overrides + list(extra))
 
 
@@ -52,7 +55,8 @@ def gloo_worker(rank: int, world: int, port: int, token_dir, out_root) -> None:
                            "train.max_steps=2", "train.eval_tokens=160")
         Trainer(cfg).train()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # not when the Trainer failed before joining: keep its error, not ours
+            dist.destroy_process_group()
 
 
 def gloo_hf_worker(rank: int, world: int, port: int, token_dir, hf_dir, out_root) -> None:
@@ -69,4 +73,5 @@ def gloo_hf_worker(rank: int, world: int, port: int, token_dir, hf_dir, out_root
                 assert type(trainer.model.lm_head.weight).__name__ == "DTensor"  # really sharded
             trainer.train()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():  # not when the Trainer failed before joining: keep its error, not ours
+            dist.destroy_process_group()

@@ -47,6 +47,7 @@ def run_analysis(model: torch.nn.Module, tokenizer, tokens: np.ndarray, out_dir:
     ``layer`` indexes the VersatileFFN layers (model order) for the word clouds and the sample heatmap.
     ``sweep``: also run the inference loop-cap sweep (validation loss / accuracy / FLOPs per cap).
     """
+    plots.require_plotting()
     layers = find_versatile_layers(model)
     if not 0 <= layer < len(layers):
         raise ValueError(f"--layer {layer} is out of range: the model has {len(layers)} VersatileFFN layers "

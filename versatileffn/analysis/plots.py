@@ -5,17 +5,30 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+ANALYSIS_EXTRA = "pip install 'versatileffn[analysis]'"
 
 
-def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
+def require_plotting() -> None:
+    """Fail before any work when the analysis extra is missing. matplotlib and wordcloud are imported lazily so
+    that ``import versatileffn.analysis`` (and the whole CLI) keeps working without them."""
+    for name in ("matplotlib", "wordcloud"):
+        try:
+            __import__(name)
+        except ImportError as exc:
+            raise ImportError(f"the pictures need {name} (the analysis extra): {ANALYSIS_EXTRA}") from exc
+
+
+def _figure(width: float = 7.0, height: float = 4.0):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
@@ -51,7 +64,7 @@ def loops_per_layer(layers: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _layer_heatmap(fig: Figure, ax, matrix: np.ndarray, xlabels: list[str], ylabels: list[str], cbar_label: str,
+def _layer_heatmap(fig, ax, matrix: np.ndarray, xlabels: list[str], ylabels: list[str], cbar_label: str,
                    annotate: bool, fmt: str = "{:.2f}", **kw) -> None:
     im = ax.imshow(matrix, aspect="auto", **kw)
     ax.set_xticks(range(len(xlabels)), xlabels)

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:  # one clear message, no traceback
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:  # one clear message, no traceback
         print(f"versatileffn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

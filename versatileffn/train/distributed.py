@@ -36,7 +36,12 @@ def init_distributed(device_type: str) -> DistInfo:
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            local_rank, visible = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            if local_rank >= visible:
+                raise ValueError(f"LOCAL_RANK={local_rank} but only {visible} CUDA device(s) are visible: start at "
+                                 f"most {visible} processes per node (torchrun --nproc-per-node), or set "
+                                 "train.device=cpu for gloo")
+            torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -52,11 +57,15 @@ def parallelize(model: torch.nn.Module, mode: str, info: DistInfo, device: torch
         # buffers (tau, RoPE tables) evolve identically on every rank: no per-forward broadcast needed
         return DDP(model, device_ids=ids, broadcast_buffers=False)
     if mode == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
+        # an explicit mesh on the training device: fully_shard's default mesh is CUDA whenever CUDA exists, which
+        # breaks gloo training on CPU on a GPU machine (and more ranks than GPUs)
+        mesh = init_device_mesh(device.type, (info.world,))
         for block in transformer_blocks(model):
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
         return model
     raise ValueError(f"train.parallel must be ddp or fsdp; got {mode!r}")
 
