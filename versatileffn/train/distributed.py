@@ -33,17 +33,18 @@ def init_distributed(device_type: str) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
-            local_rank, visible = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+            visible = torch.cuda.device_count()
             if local_rank >= visible:
                 raise ValueError(f"LOCAL_RANK={local_rank} but only {visible} CUDA device(s) are visible: start at "
                                  f"most {visible} processes per node (torchrun --nproc-per-node), or set "
                                  "train.device=cpu for gloo")
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
 
 
 def parallelize(model: torch.nn.Module, mode: str, info: DistInfo, device: torch.device) -> torch.nn.Module:
