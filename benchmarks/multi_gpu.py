@@ -68,7 +68,7 @@ def force_degenerate_routing() -> None:
 
 def main() -> int:
     args = parse_args()
-    from versatileffn.config import FFN_NAMES
+    from versatileffn.paper import VARIANTS
     from versatileffn.train import Trainer, load_run_config
     from versatileffn.train.distributed import destroy
 
@@ -80,7 +80,7 @@ def main() -> int:
                  f"train.micro_batch_size={args.micro_batch}", f"train.parallel={args.parallel}",
                  f"train.seed={args.seed}", "train.log_every=1", "train.eval_tokens=65536", "train.ckpt_every=0",
                  "train.tensorboard=false", "train.progress=false", "train.keep_last=1"]
-    overrides += [f"model.ffn.{k}={v}" for k, v in FFN_NAMES[args.ffn].items()] + list(args.overrides)
+    overrides += [f"model.ffn.{k}={v}" for k, v in VARIANTS[args.ffn].ffn.items()] + list(args.overrides)
     cfg = load_run_config(args.preset, overrides)
     if args.stress and rank == 1:
         force_degenerate_routing()

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from versatileffn.config import FFN_NAMES  # noqa: E402
+from versatileffn.paper import VARIANTS as PAPER_VARIANTS  # noqa: E402
 from versatileffn.demo import compressed_tau_decay  # noqa: E402
 from versatileffn.train import Trainer, load_run_config  # noqa: E402
 
@@ -63,7 +63,7 @@ def run_config(args, name: str, out_dir: Path, tokens: int, init_from: Path | No
     ffn, extra = VARIANTS[name]
     overrides = [f"data.path={args.data}", f"train.out_dir={out_dir}", f"train.seed={args.seed}",
                  f"train.max_tokens={tokens}", "train.max_steps=1"]
-    overrides += [f"model.ffn.{k}={v}" for k, v in FFN_NAMES[ffn].items()] + extra + list(args.overrides)
+    overrides += [f"model.ffn.{k}={v}" for k, v in PAPER_VARIANTS[ffn].ffn.items()] + extra + list(args.overrides)
     if init_from is not None:
         overrides += [f"train.init_from={init_from}", "train.lr=5e-4"]  # the paper's continued-pre-training LR
     cfg = load_run_config(args.config, overrides)

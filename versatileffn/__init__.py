@@ -1,9 +1,9 @@
 """versatileffn: VersatileFFN (Nie et al., arXiv 2512.14531) — a layer library, an LM, and the tools around them."""
-from .config import (FFNConfig, ModelConfig, VersatileFFNConfig, apply_overrides, ffn_config_from_name, from_dict,
-                     load_yaml, to_dict)
-from .ffn import DenseFFN, FFNStats, LoopFFN, MoEFFN, RMSNorm, VersatileFFN, switch_balance_loss
+from .config import apply_overrides, from_dict, load_yaml, to_dict
+from .ffn import (FFN_KINDS, DenseFFN, DenseFFNConfig, FFNStats, LoopFFN, LoopFFNConfig, MoEFFN, MoEFFNConfig, RMSNorm,
+                  VersatileFFN, VersatileFFNConfig, ffn_config_from_name, switch_balance_loss)
 from .flops import base_ffn_flops_per_token, paper_formula_flops, static_ffn_flops_per_token
-from .model import MODEL_PRESETS, KVCache, LMOutput, VersatileLM, build_model, model_config
+from .model import MODEL_PRESETS, KVCache, LMOutput, ModelConfig, VersatileLM, build_model, model_config
 
 __version__ = "0.1.0"
 
@@ -14,8 +14,9 @@ from .hf import register_with_transformers as _register_with_transformers  # noq
 _register_with_transformers()
 
 __all__ = [
-    "VersatileFFN", "VersatileFFNConfig", "DenseFFN", "LoopFFN", "MoEFFN", "FFNStats", "RMSNorm",
-    "switch_balance_loss", "FFNConfig", "ModelConfig", "VersatileLM", "LMOutput", "KVCache", "MODEL_PRESETS",
+    "VersatileFFN", "VersatileFFNConfig", "DenseFFN", "DenseFFNConfig", "LoopFFN", "LoopFFNConfig", "MoEFFN",
+    "MoEFFNConfig", "FFN_KINDS", "FFNStats", "RMSNorm", "switch_balance_loss", "ModelConfig", "VersatileLM",
+    "LMOutput", "KVCache", "MODEL_PRESETS",
     "model_config", "build_model", "ffn_config_from_name", "from_dict", "to_dict", "apply_overrides", "load_yaml",
     "base_ffn_flops_per_token", "paper_formula_flops", "static_ffn_flops_per_token", "__version__",
 ]

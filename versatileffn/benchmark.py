@@ -26,8 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .config import FFNConfig, VersatileFFNConfig
-from .ffn import DenseFFN, LoopFFN, MoEFFN, VersatileFFN
+from .ffn import DenseFFN, LoopFFN, MoEFFN, VersatileFFN, VersatileFFNConfig, ffn_config_from_name
 from .ffn.reference import authors_eval_forward, authors_train_forward
 from .model import KVCache, model_config
 
@@ -314,8 +313,7 @@ def section_infer(b: Bench, compiled: bool) -> dict:
 def build_lm(b: Bench, ffn: str, **overrides):
     s = b.shape
     torch.manual_seed(0)
-    ffn_cfg = FFNConfig(kind="versatile") if ffn == "versatile" else FFNConfig(kind=ffn)
-    return model_config(s.preset, ffn_cfg, **overrides).build().to(b.device)
+    return model_config(s.preset, ffn_config_from_name(ffn), **overrides).build().to(b.device)
 
 
 DECODE_VARIANTS = {  # name: (ffn kind, VersatileFFN.eval_impl, compile the FFN sublayers)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .config import FFN_NAMES
+from .paper import VARIANTS as PAPER_VARIANTS
 from .flops import paper_formula_flops, static_ffn_flops_per_token
 from .train import Trainer, load_run_config
 
@@ -79,12 +79,12 @@ def compressed_tau_decay(steps: int, tau_start: float = 5.0, tau_end: float = 0.
 
 def stage_config(args, data_dir: Path, out_dir: Path, ffn: str, tokens: int, init_from: Path | None):
     overrides = [f"train.lr={args.cpt_lr}"] if init_from is not None else []
-    if FFN_NAMES[ffn]["kind"] == "versatile":
+    if PAPER_VARIANTS[ffn].ffn["kind"] == "versatile":
         steps = tokens // load_run_config(args.config, list(args.overrides)).train.global_batch_tokens
         overrides.append(f"model.ffn.tau_decay={compressed_tau_decay(steps)}")
     overrides += list(args.overrides) + [f"data.path={data_dir}", f"train.out_dir={out_dir}",
                                         f"train.max_tokens={tokens}", f"model.vocab_size={args.vocab}"]
-    overrides += [f"model.ffn.{k}={v}" for k, v in FFN_NAMES[ffn].items()]
+    overrides += [f"model.ffn.{k}={v}" for k, v in PAPER_VARIANTS[ffn].ffn.items()]
     if init_from is not None:
         overrides.append(f"train.init_from={init_from}")
     return load_run_config(args.config, overrides)

@@ -2,12 +2,10 @@
 as the paper's Table 2 counts them)."""
 from __future__ import annotations
 
-from .config import ModelConfig
-
-
-def swiglu_flops(d_model: int, d_hidden: int) -> int:
-    """gate, up and down projections: 3 matrices of d_model x d_hidden."""
-    return 2 * 3 * d_model * d_hidden
+from .ffn.common import swiglu_flops
+from .ffn.moe import MoEFFNConfig, moe_flops
+from .ffn.registry import FFN_KINDS
+from .model import ModelConfig
 
 
 def base_ffn_flops_per_token(config: ModelConfig) -> int:
@@ -16,10 +14,12 @@ def base_ffn_flops_per_token(config: ModelConfig) -> int:
 
 
 def moe_ffn_flops_per_token(config: ModelConfig) -> int:
-    """Dense FFN plus top-K real experts of hidden d_expert (paper 354M: 471.86M)."""
-    f = config.ffn
-    d_expert = f.d_expert if f.d_expert is not None else config.d_hidden // f.n_experts
-    return base_ffn_flops_per_token(config) + config.n_layers * f.top_k * swiglu_flops(config.d_model, d_expert)
+    """The MoE baseline of the same shape: dense FFN plus top-K real experts of hidden d_expert (paper 354M:
+    471.86M). Its experts are the model's own (MoE or VersatileFFN: N, K, d_expert), else the MoE defaults."""
+    layer = config.ffn_layer_config()
+    experts = {k: getattr(layer, k) for k in ("n_experts", "top_k", "d_expert") if hasattr(layer, k)}
+    moe = MoEFFNConfig(**experts).shaped(config.d_model, config.d_hidden, config.norm_eps, config.init_std)
+    return config.n_layers * moe_flops(moe)
 
 
 def paper_formula_flops(config: ModelConfig, mean_loops: float, frac_below_max: float) -> float:
@@ -34,15 +34,8 @@ def paper_formula_flops(config: ModelConfig, mean_loops: float, frac_below_max: 
 
 def static_ffn_flops_per_token(config: ModelConfig) -> int | None:
     """FFN FLOPs per token for kinds whose cost does not depend on the data; None for VersatileFFN."""
-    kind = config.ffn.kind
-    base = base_ffn_flops_per_token(config)
-    if kind == "dense":
-        return base
-    if kind == "loop":
-        return base * config.ffn.n_loops
-    if kind == "moe":
-        return moe_ffn_flops_per_token(config)
-    return None
+    per_layer = FFN_KINDS[config.ffn.kind].flops_per_token(config.ffn_layer_config())
+    return None if per_layer is None else config.n_layers * per_layer
 
 
 # ------------------------------------------------------------------------ executed FLOPs (evaluation statistics)
@@ -64,9 +57,8 @@ def versatile_layer_flops(config: ModelConfig, loop_histogram: list[int] | None,
     loop_histogram[l-1] = tokens that executed exactly l loops (``FFNStats.loop_counts``; None for the
     width-only ablation). Gated: tokens with l_hat < L_max take the width path; ungated: every token does.
     """
-    f = config.ffn
-    d, h = config.d_model, config.d_hidden
-    d_expert = f.d_expert if f.d_expert is not None else h // f.n_experts
+    f = config.ffn_layer_config()
+    d, h, d_expert = config.d_model, config.d_hidden, f.expert_dim
     full = swiglu_flops(d, h)
     if f.mode == "width":
         return {"paper": n_tokens * f.top_k * swiglu_flops(d, d_expert),

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, from_dict, read_json, to_dict
-from .model import VersatileLM
+from .config import from_dict, read_json, to_dict
+from .model import ModelConfig, VersatileLM
 
 FORMAT = "versatileffn"
 

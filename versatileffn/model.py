@@ -8,15 +8,15 @@ generation with a cache works for every FFN kind (the recursion lives inside the
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from .config import FFNConfig, ModelConfig
-from .ffn import DenseFFN, MoEFFN, RMSNorm, VersatileFFN
+from .config import require
+from .ffn import AnyFFNConfig, DenseFFNConfig, RMSNorm, VersatileFFN, ffn_config_from_dict
 from .ffn.fast import checkpoint_contexts
 
 MODEL_PRESETS: dict[str, dict] = {
@@ -31,11 +31,68 @@ MODEL_PRESETS: dict[str, dict] = {
 }
 
 
-def model_config(preset: str, ffn: FFNConfig | None = None, **overrides) -> ModelConfig:
+@dataclass
+class ModelConfig:
+    """An OLMo2-style decoder: RMSNorm, RoPE, SwiGLU, no biases, untied embeddings, pre-norm blocks.
+
+    ``ffn`` is the chosen FFN kind's own config (``ffn/registry.py``) holding its options only; the blocks get
+    it with the model's shape filled in (``ffn_layer_config()``). In YAML: ``ffn: {kind: versatile, ...}``.
+    """
+
+    vocab_size: int = 50304
+    d_model: int = 1024
+    n_layers: int = 15
+    n_heads: int = 16
+    n_kv_heads: int | None = None
+    d_hidden: int = 4096
+    max_seq_len: int = 4096
+    rope_theta: float = 500_000.0
+    norm_eps: float = 1e-6
+    qk_norm: bool = False
+    init_std: float = 0.02
+    # recompute each block's activations in the backward pass (torch.utils.checkpoint; the RNG state is
+    # restored, so VersatileFFN's Gumbel sample is the same in the recomputation)
+    activation_checkpointing: bool = False
+    ffn: AnyFFNConfig = field(default_factory=DenseFFNConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_hidden", "max_seq_len"):
+            v = getattr(self, name)
+            require(isinstance(v, int) and v >= 1, name, "an integer >= 1", v)
+        require(self.d_model % self.n_heads == 0, "n_heads", f"a divisor of d_model={self.d_model}", self.n_heads)
+        require((self.d_model // self.n_heads) % 2 == 0, "n_heads", "such that the head dim is even (RoPE)",
+                self.n_heads)
+        kv = self.kv_heads
+        require(1 <= kv <= self.n_heads and self.n_heads % kv == 0, "n_kv_heads",
+                f"a divisor of n_heads={self.n_heads}", self.n_kv_heads)
+        if isinstance(self.ffn, dict):
+            self.ffn = ffn_config_from_dict(self.ffn)
+        if self.ffn.has_shape:
+            raise ValueError("model.ffn must not set d_model / d_hidden / norm_eps / init_std: the FFN's shape is "
+                             "the model's (pass the config's options only, e.g. VersatileFFNConfig(n_experts=8))")
+        self.ffn_layer_config()  # validate the layer config now, with its own field names
+
+    def ffn_layer_config(self) -> AnyFFNConfig:
+        """The FFN config every block builds: ``ffn`` with the model's d_model, d_hidden, norm_eps, init_std."""
+        return self.ffn.shaped(self.d_model, self.d_hidden, self.norm_eps, self.init_std)
+
+    def build(self) -> "VersatileLM":
+        return VersatileLM(self)
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+def model_config(preset: str, ffn: AnyFFNConfig | None = None, **overrides) -> ModelConfig:
     if preset not in MODEL_PRESETS:
         raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(MODEL_PRESETS)}")
     kwargs = {**MODEL_PRESETS[preset], **overrides}
-    return ModelConfig(ffn=ffn if ffn is not None else FFNConfig(), **kwargs)
+    return ModelConfig(ffn=ffn if ffn is not None else DenseFFNConfig(), **kwargs)
 
 
 @dataclass
@@ -127,7 +184,7 @@ class Block(nn.Module):
         super().__init__()
         self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
         self.attn = Attention(config)
-        self.ffn = config.ffn.build(config.d_model, config.d_hidden, config.norm_eps, config.init_std)
+        self.ffn = config.ffn_layer_config().build()
 
     def forward(self, x, cos, sin, cache=None, layer=0):
         h = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)
@@ -280,5 +337,4 @@ def build_model(config: ModelConfig) -> VersatileLM:
     return VersatileLM(config)
 
 
-__all__ = ["VersatileLM", "LMOutput", "KVCache", "MODEL_PRESETS", "model_config", "build_model",
-           "DenseFFN", "MoEFFN"]
+__all__ = ["ModelConfig", "VersatileLM", "LMOutput", "KVCache", "MODEL_PRESETS", "model_config", "build_model"]

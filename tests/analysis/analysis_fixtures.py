@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from versatileffn.config import ffn_config_from_name
+from versatileffn.ffn import ffn_config_from_name
 from versatileffn.model import VersatileLM, model_config
 from versatileffn.tokenizer import Tokenizer
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from versatileffn.cli import main
-from versatileffn.config import ffn_config_from_name
+from versatileffn.ffn import ffn_config_from_name
 from versatileffn.data.tokens import token_dtype, write_index, write_split
 from versatileffn.io import save_model
 from versatileffn.model import VersatileLM, model_config

@@ -7,7 +7,7 @@ from versatileffn.analysis import (collect, ffn_flops_summary, find_versatile_la
                                    sample_cos_matrix, token_lambda_ranking)
 from versatileffn.analysis.collect import sequences, token_quantities
 from versatileffn.analysis.summarize import by_position
-from versatileffn.config import VersatileFFNConfig, ffn_config_from_name
+from versatileffn.ffn import VersatileFFNConfig, ffn_config_from_name
 from versatileffn.ffn import VersatileFFN
 from versatileffn.flops import swiglu_flops
 from versatileffn.model import VersatileLM, model_config

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from versatileffn.config import ffn_config_from_name
+from versatileffn.ffn import ffn_config_from_name
 from versatileffn.model import VersatileLM, model_config
 
 

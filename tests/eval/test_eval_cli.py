@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from versatileffn.cli import main
-from versatileffn.config import ffn_config_from_name
+from versatileffn.ffn import ffn_config_from_name
 from versatileffn.data import write_index, write_split
 from versatileffn.io import save_model
 from versatileffn.model import VersatileLM, model_config

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from versatileffn.config import ffn_config_from_name
+from versatileffn.ffn import ffn_config_from_name
 from versatileffn.eval.efficiency import flop_accounting, merge_layer_stats, parameter_counts
 from versatileffn.eval.scoring import score_requests
 from versatileffn.flops import executed_ffn_flops, paper_formula_flops, versatile_layer_flops

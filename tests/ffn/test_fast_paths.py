@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from versatileffn.config import FFNConfig, VersatileFFNConfig
+from versatileffn.ffn import VersatileFFNConfig
 from versatileffn.ffn import MoEFFN, VersatileFFN
 from versatileffn.ffn.fast import grouped_mm, select_loop_states, sort_by_expert
 from versatileffn.ffn.reference import authors_eval_forward, authors_train_forward
@@ -98,7 +98,7 @@ def test_depth_grad_auto_is_full_on_cpu_and_validated():
     with pytest.raises(ValueError, match="depth_grad"):
         layer._exact_depth_grad(torch.zeros(1, D))
     with pytest.raises(ValueError, match="depth_grad"):
-        FFNConfig(kind="versatile", depth_grad="sometimes")
+        VersatileFFNConfig(depth_grad="sometimes")
 
 
 def test_train_forward_matches_authors_reference():
@@ -263,7 +263,7 @@ def test_moe_grouped_under_autocast_runs_in_the_autocast_dtype():
 
 @pytest.mark.parametrize("depth_grad", ["full", "exact"])
 def test_activation_checkpointing_keeps_the_gumbel_sample(depth_grad):
-    ffn = FFNConfig(kind="versatile", tau_start=1.0, depth_grad=depth_grad)
+    ffn = VersatileFFNConfig(tau_start=1.0, depth_grad=depth_grad)
     results = []
     for ckpt in (False, True):
         torch.manual_seed(0)

@@ -88,7 +88,7 @@ def test_lm_forward_has_the_versatile_lm_contract(make_dense, ffn_options, input
 
 def test_post_norm_width_path_matches_per_expert_reference():
     """OLMo2's F(h) = h + norm(mlp(h)): Y_width = sum_k g_k (h + norm(W_out^k phi(W_proj^k h))), overlapping experts."""
-    from versatileffn.config import VersatileFFNConfig
+    from versatileffn.ffn import VersatileFFNConfig
 
     torch.manual_seed(0)
     cfg = VersatileFFNConfig(d_model=16, d_hidden=40, n_experts=4, top_k=2, d_expert=16, mode="width", init_std=0.3)

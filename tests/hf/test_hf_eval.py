@@ -48,3 +48,10 @@ def test_ffn_model_config_drives_the_flop_accounting(make_dense, ffn_options, in
     # one loop per token, and (gated, l < L_max) the width path: base cost plus the MoE-like width cost
     assert flops["mean_loops"] == 1.0 and flops["frac_below_max"] == 1.0
     assert flops["paper"] == pytest.approx(flops["formula"]) and flops["paper"] > base_ffn_flops_per_token(cfg)
+
+
+def test_ffn_model_config_keeps_every_layer_option(make_dense, ffn_options):
+    """The equivalent ModelConfig holds the layers' own config (no option dropped on the way, e.g. depth_grad)."""
+    model = convert_dense_model(make_dense("llama"), {**ffn_options, "depth_grad": "exact", "tau_decay": 0.5})
+    layer = model.versatile_layers()[0].config
+    assert model.ffn_model_config().ffn_layer_config() == layer and layer.depth_grad == "exact"

@@ -14,11 +14,11 @@ def micro_config(token_dir, out_dir, ffn_kind="dense", *extra):
     """The micro model (d 32, 2 layers) on token_dir: 4 sequences of 32 tokens per step, 2 micro-batches.
 
     Always on CPU in fp32, also on a GPU machine: the tests compare runs exactly and spawn gloo ranks."""
-    from versatileffn.config import FFN_NAMES
+    from versatileffn.paper import VARIANTS
 
     overrides = [f"model.{k}={v}" for k, v in dict(vocab_size=320, d_model=32, n_layers=2, n_heads=4, d_hidden=64,
                                                       max_seq_len=64).items()]
-    overrides += [f"model.ffn.{k}={v}" for k, v in FFN_NAMES[ffn_kind].items()]
+    overrides += [f"model.ffn.{k}={v}" for k, v in VARIANTS[ffn_kind].ffn.items()]
     overrides += [f"data.path={token_dir}", "data.seq_len=32", f"train.out_dir={out_dir}", "train.max_steps=6",
                   "train.global_batch_tokens=128", "train.micro_batch_size=2", "train.lr=1e-2", "train.log_every=1",
                   "train.eval_tokens=512", "train.progress=false", "train.tensorboard=false",

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import torch
 
-from ..config import FFNConfig, ModelConfig
+from ..model import ModelConfig
 from ..eval import evaluate_tasks, validation_metrics
 from ..eval.efficiency import merge_layer_stats
 from ..flops import base_ffn_flops_per_token, executed_ffn_flops
@@ -32,10 +32,8 @@ def flops_config(model: torch.nn.Module) -> ModelConfig:
         if isinstance(cfg, ModelConfig) and cfg.n_layers == len(layers):
             return cfg
     c = layers[0].config
-    ffn = FFNConfig(kind="versatile", n_experts=c.n_experts, top_k=c.top_k, d_expert=c.d_expert,
-                    max_loops=c.max_loops, mode=c.mode)
     return ModelConfig(vocab_size=1, d_model=c.d_model, n_layers=len(layers), n_heads=1, d_hidden=c.d_hidden,
-                       max_seq_len=2, ffn=ffn)
+                       max_seq_len=2, norm_eps=c.norm_eps, init_std=c.init_std, ffn=c.unshaped())
 
 
 def ffn_flops_summary(layer_stats: list[dict], config: ModelConfig) -> dict:

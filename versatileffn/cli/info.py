@@ -5,15 +5,16 @@ import json
 
 import torch
 
-from ..config import FFN_NAMES, ffn_config_from_name
+from ..ffn import ffn_config_from_name
 from ..flops import base_ffn_flops_per_token, moe_ffn_flops_per_token, static_ffn_flops_per_token
 from ..model import MODEL_PRESETS, VersatileLM, model_config
+from ..paper import VARIANTS
 
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="parameter and FFN FLOP counts of a preset")
     p.add_argument("--preset", default="paper-354m", choices=sorted(MODEL_PRESETS))
-    p.add_argument("--ffn", default="dense", choices=sorted(FFN_NAMES), help="FFN kind (paper Table 1/3 rows)")
+    p.add_argument("--ffn", default="dense", choices=sorted(VARIANTS), help="FFN kind (paper Table 1/3 rows)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import FFN_NAMES
+from ..paper import VARIANTS
 from ..train import Trainer, load_run_config
 
 
@@ -14,7 +14,7 @@ def register(sub) -> None:
                                      "paper-720m); default tiny-cpu, or with --resume the run folder's config.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=3e-4 --set model.ffn.kind=versatile")
-    p.add_argument("--ffn", choices=sorted(FFN_NAMES), help="FFN kind by short name (replaces model.ffn)")
+    p.add_argument("--ffn", choices=sorted(VARIANTS), help="FFN kind by short name (replaces model.ffn)")
     p.add_argument("--data", help="prepared token folder (data.path)")
     p.add_argument("--out", help="run folder (train.out_dir)")
     p.add_argument("--init-from", help="continued pre-training from a dense model folder (train.init_from)")
@@ -30,7 +30,7 @@ def build_config(args):
         raise ValueError("--ffn cannot be combined with --hf-model: a converted model's FFN options come from its "
                          "folder (set them at `versatileffn convert`)")
     if args.ffn:
-        overrides += [f"model.ffn.{k}={v}" for k, v in FFN_NAMES[args.ffn].items()]
+        overrides += [f"model.ffn.{k}={v}" for k, v in VARIANTS[args.ffn].ffn.items()]
     for flag, key in ((args.data, "data.path"), (args.out, "train.out_dir"), (args.init_from, "train.init_from"),
                       (args.hf_model, "train.hf_model")):
         if flag:

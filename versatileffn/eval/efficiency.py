@@ -5,7 +5,7 @@ import copy
 
 import torch
 
-from ..config import FFNConfig
+from ..ffn import DenseFFNConfig
 from ..flops import (FLOP_CONVENTIONS, base_ffn_flops_per_token, executed_ffn_flops, moe_ffn_flops_per_token,
                      swiglu_flops)
 from ..model import VersatileLM
@@ -16,7 +16,7 @@ def parameter_counts(model) -> dict:
     total = sum(p.numel() for p in model.parameters())
     if isinstance(model, VersatileLM):
         dense_cfg = copy.deepcopy(model.config)
-        dense_cfg.ffn = FFNConfig(kind="dense")
+        dense_cfg.ffn = DenseFFNConfig()
         with torch.device("meta"):  # count without allocating
             dense = VersatileLM(dense_cfg).num_params()
         return {"total": total, "ffn": model.ffn_params(), "dense_base": dense, "added_over_dense": total - dense}

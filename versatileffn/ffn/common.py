@@ -1,9 +1,61 @@
-"""Pieces shared by the FFN family: RMSNorm, top-K routing, the Switch balance loss, aux-loss attachment."""
+"""Pieces shared by the FFN family: the config base, RMSNorm, top-K routing, the Switch balance loss, aux-loss
+attachment, the SwiGLU FLOP count."""
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..config import OMIT_IF_NONE, require
+
+SHAPE_FIELDS = ("d_model", "d_hidden", "norm_eps", "init_std")
+
+
+@dataclass
+class FFNBaseConfig:
+    """The fields every FFN kind's config shares: the sublayer's shape.
+
+    A standalone config names d_model and d_hidden (norm_eps / init_std then default to 1e-6 / 0.02). Inside a
+    ``ModelConfig`` all four stay unset: the model fills them from its own fields when it builds its blocks
+    (``ModelConfig.ffn_layer_config``), so no option is ever copied field by field. Each kind adds its options,
+    its ``kind`` name and ``build()`` in its own module; ``ffn/registry.py`` lists the kinds.
+    """
+
+    d_model: int | None = field(default=None, metadata=OMIT_IF_NONE)
+    d_hidden: int | None = field(default=None, metadata=OMIT_IF_NONE)
+    norm_eps: float | None = field(default=None, metadata=OMIT_IF_NONE)
+    init_std: float | None = field(default=None, metadata=OMIT_IF_NONE)
+
+    def __post_init__(self) -> None:
+        kind = type(self).__dataclass_fields__["kind"].default  # each kind's config fixes its own name
+        require(self.kind == kind, "kind", f"{kind!r} for {type(self).__name__}", self.kind)
+        if not self.has_shape:
+            return
+        require(isinstance(self.d_model, int) and self.d_model >= 1, "d_model", "an integer >= 1", self.d_model)
+        require(isinstance(self.d_hidden, int) and self.d_hidden >= 1, "d_hidden", "an integer >= 1", self.d_hidden)
+        self.norm_eps = 1e-6 if self.norm_eps is None else self.norm_eps
+        self.init_std = 0.02 if self.init_std is None else self.init_std
+        require(self.norm_eps > 0, "norm_eps", "> 0", self.norm_eps)
+
+    @property
+    def has_shape(self) -> bool:
+        return self.d_model is not None or self.d_hidden is not None
+
+    def shaped(self, d_model: int, d_hidden: int, norm_eps: float, init_std: float):
+        """This config with the sublayer's shape set (validated as a whole)."""
+        return dataclasses.replace(self, d_model=d_model, d_hidden=d_hidden, norm_eps=norm_eps, init_std=init_std)
+
+    def unshaped(self):
+        """This config's options only, as a ``ModelConfig`` holds them."""
+        return dataclasses.replace(self, **dict.fromkeys(SHAPE_FIELDS))
+
+    def require_shape(self) -> None:
+        if not self.has_shape:
+            raise ValueError(f"{type(self).__name__} has no shape: set d_model and d_hidden (inside a ModelConfig "
+                             "the model sets them: build it with ModelConfig.ffn_layer_config().build())")
 
 
 class RMSNorm(nn.Module):
@@ -18,6 +70,11 @@ class RMSNorm(nn.Module):
         # one fused op instead of ~6 elementwise launches (eager GPU runs are launch-bound)
         normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return normed.to(x.dtype) * self.weight.to(x.dtype)
+
+
+def swiglu_flops(d_model: int, d_hidden: int) -> int:
+    """FLOPs per token of one SwiGLU FFN application (Eq. 2): gate, up and down projections, 2 per multiply-add."""
+    return 2 * 3 * d_model * d_hidden
 
 
 def check_sublayer_input(x: torch.Tensor, d_model: int, check_finite: bool, name: str) -> None:

@@ -5,15 +5,37 @@ Weights use the ``nn.Linear`` layouts of Hugging Face Llama's gate_proj / up_pro
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import RMSNorm, check_sublayer_input
+from .common import FFNBaseConfig, RMSNorm, check_sublayer_input, swiglu_flops
+
+
+@dataclass
+class DenseFFNConfig(FFNBaseConfig):
+    """The dense SwiGLU sublayer (the paper's Base): nothing to choose beyond the shape."""
+
+    kind: str = "dense"
+
+    def build(self) -> "DenseFFN":
+        self.require_shape()
+        return DenseFFN(self.d_model, self.d_hidden, norm_eps=self.norm_eps, init_std=self.init_std)
+
+
+def dense_flops(config: DenseFFNConfig) -> int:
+    """FLOPs per token of one layer (the paper's Base)."""
+    return swiglu_flops(config.d_model, config.d_hidden)
 
 
 class DenseFFN(nn.Module):
     def __init__(self, d_model: int, d_hidden: int, norm_eps: float = 1e-6, init_std: float = 0.02):
+        for name, value in (("d_model", d_model), ("d_hidden", d_hidden)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{type(self).__name__}: {name} must be an integer >= 1; got {value!r} (an FFN config "
+                                 "inside a ModelConfig gets its shape from the model: ModelConfig.ffn_layer_config())")
         super().__init__()
         self.d_model, self.d_hidden, self.init_std = d_model, d_hidden, init_std
         self.norm = RMSNorm(d_model, eps=norm_eps)

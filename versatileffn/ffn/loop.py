@@ -1,10 +1,35 @@
 """LoopFFN: the paper's k-Loop baseline (Table 1), the dense sublayer applied k times with the same weights."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from .common import check_sublayer_input
+from ..config import require
+from .common import FFNBaseConfig, check_sublayer_input, swiglu_flops
 from .dense import DenseFFN
+
+
+@dataclass
+class LoopFFNConfig(FFNBaseConfig):
+    """k-Loop: the dense sublayer applied ``n_loops`` times with the same weights."""
+
+    kind: str = "loop"
+    n_loops: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(isinstance(self.n_loops, int) and self.n_loops >= 1, "ffn.n_loops", "an integer >= 1", self.n_loops)
+
+    def build(self) -> "LoopFFN":
+        self.require_shape()
+        return LoopFFN(self.d_model, self.d_hidden, n_loops=self.n_loops, norm_eps=self.norm_eps,
+                       init_std=self.init_std)
+
+
+def loop_flops(config: LoopFFNConfig) -> int:
+    """FLOPs per token of one layer: k full FFN applications."""
+    return config.n_loops * swiglu_flops(config.d_model, config.d_hidden)
 
 
 class LoopFFN(DenseFFN):

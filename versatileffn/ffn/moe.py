@@ -5,15 +5,55 @@ balance loss. At the paper's 354M shape: 8 experts of hidden 512 add 12.59M para
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import attach_aux_loss, check_sublayer_input, fp32_logits, switch_balance_loss, top_k_gates
+from ..config import require
+from .common import (FFNBaseConfig, attach_aux_loss, check_sublayer_input, fp32_logits, swiglu_flops,
+                     switch_balance_loss, top_k_gates)
 from .dense import DenseFFN
 from .fast import grouped_mm, grouped_mm_supported, is_recomputing, sort_by_expert
 from .stats import FFNStats
+
+
+@dataclass
+class MoEFFNConfig(FFNBaseConfig):
+    """The MoE baseline: ``n_experts`` real experts of hidden ``d_expert`` (default d_hidden // n_experts), top-K."""
+
+    kind: str = "moe"
+    n_experts: int = 8
+    top_k: int = 2
+    d_expert: int | None = None
+    balance_loss_coef: float = 1e-5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(isinstance(self.n_experts, int) and self.n_experts >= 1, "ffn.n_experts", "an integer >= 1",
+                self.n_experts)
+        require(isinstance(self.top_k, int) and 1 <= self.top_k <= self.n_experts, "ffn.top_k",
+                f"an integer in [1, n_experts={self.n_experts}]", self.top_k)
+        require(self.balance_loss_coef >= 0, "ffn.balance_loss_coef", ">= 0", self.balance_loss_coef)
+        if self.has_shape or self.d_expert is not None:
+            require(self.expert_dim >= 1, "ffn.d_expert", ">= 1", self.expert_dim)
+
+    @property
+    def expert_dim(self) -> int:
+        return self.d_expert if self.d_expert is not None else self.d_hidden // self.n_experts
+
+    def build(self) -> "MoEFFN":
+        self.require_shape()
+        return MoEFFN(self.d_model, self.d_hidden, n_experts=self.n_experts, top_k=self.top_k,
+                      d_expert=self.expert_dim, balance_loss_coef=self.balance_loss_coef, norm_eps=self.norm_eps,
+                      init_std=self.init_std)
+
+
+def moe_flops(config: MoEFFNConfig) -> int:
+    """FLOPs per token of one layer: the dense FFN plus top-K experts of hidden d_expert."""
+    return swiglu_flops(config.d_model, config.d_hidden) + config.top_k * swiglu_flops(config.d_model,
+                                                                                          config.expert_dim)
 
 
 class MoEFFN(DenseFFN):

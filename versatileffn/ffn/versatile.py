@@ -27,14 +27,93 @@ no_grad: the same gradients to rounding, backward through 2.5 instead of 4 loops
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 
-from ..config import DEPTH_GRAD_MODES, VersatileFFNConfig
-from .common import attach_aux_loss, check_sublayer_input, fp32_logits, switch_balance_loss, top_k_gates
+from ..config import require
+from .common import (FFNBaseConfig, attach_aux_loss, check_sublayer_input, fp32_logits, switch_balance_loss,
+                     top_k_gates)
 from .dense import DenseFFN
 from .fast import count_values, is_recomputing, permute_rows, select_loop_states, sort_by_loops
 from .stats import FFNStats
+
+VERSATILE_MODES = ("gated", "width", "depth", "ungated")
+DEPTH_GRAD_MODES = ("auto", "full", "exact")  # how VersatileFFN's training forward builds the depth graph
+
+
+@dataclass
+class VersatileFFNConfig(FFNBaseConfig):
+    """Hyper-parameters of one VersatileFFN sublayer (paper Sec. 3; defaults = the paper's main setting).
+
+    mode selects the Table 3 ablations: ``gated`` (width + depth fused by Eq. 13), ``width`` (width path
+    only), ``depth`` (depth path only), ``ungated`` (width + depth with lambda fixed at 0.5). The shape
+    (d_model, d_hidden, norm_eps, init_std) is ``FFNBaseConfig``'s.
+    """
+
+    kind: str = "versatile"
+    n_experts: int = 8
+    top_k: int = 2
+    d_expert: int | None = None  # None -> d_hidden // n_experts (non-overlapping virtual experts)
+    max_loops: int = 4
+    mode: str = "gated"
+    tau_start: float = 5.0
+    tau_end: float = 0.1
+    tau_decay: float = 0.99984  # per optimizer step (the released config's factor)
+    balance_loss_coef: float = 1e-5
+    check_finite: bool = False  # debug mode: reject NaN/Inf inputs (costs a host sync per call)
+    # training forward: "full" = Algorithm 1 (sync-free), "exact" = backward graphs only up to each token's
+    # sampled depth (same gradients, one host read), "auto" = exact on CUDA in eager mode for large calls
+    depth_grad: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(isinstance(self.n_experts, int) and self.n_experts >= 1, "n_experts", "an integer >= 1", self.n_experts)
+        require(isinstance(self.top_k, int) and 1 <= self.top_k <= self.n_experts, "top_k",
+                f"an integer in [1, n_experts={self.n_experts}]", self.top_k)
+        require(isinstance(self.max_loops, int) and self.max_loops >= 1, "max_loops", "an integer >= 1", self.max_loops)
+        require(self.mode in VERSATILE_MODES, "mode", f"one of {VERSATILE_MODES}", self.mode)
+        require(self.depth_grad in DEPTH_GRAD_MODES, "depth_grad", f"one of {DEPTH_GRAD_MODES}", self.depth_grad)
+        if self.has_shape and self.d_expert is None:
+            require(self.d_hidden % self.n_experts == 0, "d_hidden",
+                    f"divisible by n_experts={self.n_experts} when d_expert is not set", self.d_hidden)
+        elif self.has_shape:
+            require(isinstance(self.d_expert, int) and 1 <= self.d_expert <= self.d_hidden, "d_expert",
+                    f"an integer in [1, d_hidden={self.d_hidden}]", self.d_expert)
+            if self.n_experts > 1:
+                require(self.expert_stride >= 1, "d_expert",
+                        f"small enough that the stride floor((d_hidden - d_expert)/(n_experts - 1)) >= 1 "
+                        f"(d_hidden={self.d_hidden}, n_experts={self.n_experts}), so experts differ", self.d_expert)
+        require(self.tau_start > 0 and self.tau_end > 0 and self.tau_end <= self.tau_start, "tau_start/tau_end",
+                "positive with tau_end <= tau_start", (self.tau_start, self.tau_end))
+        require(0 < self.tau_decay <= 1, "tau_decay", "in (0, 1]", self.tau_decay)
+        require(self.balance_loss_coef >= 0, "balance_loss_coef", ">= 0", self.balance_loss_coef)
+
+    @property
+    def expert_dim(self) -> int:
+        return self.d_expert if self.d_expert is not None else self.d_hidden // self.n_experts
+
+    @property
+    def expert_stride(self) -> int:
+        """Eq. 4: S = floor((d_hidden - d_expert) / (N - 1))."""
+        if self.n_experts == 1:
+            return 0
+        return (self.d_hidden - self.expert_dim) // (self.n_experts - 1)
+
+    def expert_slices(self) -> list[tuple[int, int]]:
+        """Eq. 5: expert k owns hidden units [k*S, k*S + d_expert)."""
+        s, e = self.expert_stride, self.expert_dim
+        return [(k * s, k * s + e) for k in range(self.n_experts)]
+
+    def temperature_at(self, step: int) -> float:
+        """The Gumbel temperature before optimizer step ``step`` (Sec. 3.3): tau_start * tau_decay**step,
+        floored at tau_end."""
+        return max(self.tau_end, self.tau_start * self.tau_decay ** step)
+
+    def build(self) -> "VersatileFFN":
+        self.require_shape()
+        return VersatileFFN(self)
 
 
 class VersatileFFN(DenseFFN):

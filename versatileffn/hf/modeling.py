@@ -32,15 +32,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 import transformers
 
-from ..config import FFNConfig, ModelConfig, VersatileFFNConfig
-from ..ffn import VersatileFFN
-from ..ffn.common import fp32_logits, top_k_gates
-from ..model import FFNControl, LMOutput
+from ..ffn import VersatileFFN, VersatileFFNConfig
+from ..ffn.common import SHAPE_FIELDS, fp32_logits, top_k_gates
+from ..model import FFNControl, LMOutput, ModelConfig
 
 MODELING_FILE = "modeling_versatileffn.py"  # written into every saved folder for trust_remote_code=True
 # VersatileFFNConfig fields the HF config fixes (from hidden_size, intermediate_size, rms_norm_eps, initializer_range)
-DERIVED_FIELDS = ("d_model", "d_hidden", "norm_eps", "init_std")
-FFN_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(VersatileFFNConfig) if f.name not in DERIVED_FIELDS)
+DERIVED_FIELDS = SHAPE_FIELDS
+FFN_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(VersatileFFNConfig)
+                          if f.name not in (*DERIVED_FIELDS, "kind"))
 
 
 # ------------------------------------------------------------------------------------------ FFN pieces
@@ -238,12 +238,9 @@ class VersatileCausalLMMixin(FFNControl):
         """The equivalent ``ModelConfig`` for FFN accounting (``versatileffn.flops``, the evaluator's FLOP table):
         FFN shape, depth, vocabulary and VersatileFFN options. It does not describe the HF attention."""
         c, ffn = self.config, self.versatile_layers()[0].config
-        ffn_cfg = FFNConfig(kind="versatile", n_experts=ffn.n_experts, top_k=ffn.top_k, d_expert=ffn.d_expert,
-                            max_loops=ffn.max_loops, mode=ffn.mode, tau_start=ffn.tau_start, tau_end=ffn.tau_end,
-                            tau_decay=ffn.tau_decay, balance_loss_coef=ffn.balance_loss_coef)
-        common = dict(vocab_size=c.vocab_size, d_model=c.hidden_size, n_layers=c.num_hidden_layers,
-                      d_hidden=c.intermediate_size, max_seq_len=c.max_position_embeddings, norm_eps=ffn.norm_eps,
-                      init_std=ffn.init_std, ffn=ffn_cfg)
+        common = dict(vocab_size=c.vocab_size, d_model=ffn.d_model, n_layers=c.num_hidden_layers, d_hidden=ffn.d_hidden,
+                      max_seq_len=c.max_position_embeddings, norm_eps=ffn.norm_eps, init_std=ffn.init_std,
+                      ffn=ffn.unshaped())
         try:
             return ModelConfig(n_heads=c.num_attention_heads, n_kv_heads=getattr(c, "num_key_value_heads", None),
                                **common)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ModelConfig, _require, apply_overrides, from_dict, load_yaml, to_dict
+from ..config import apply_overrides, from_dict, load_yaml, require, to_dict
+from ..model import ModelConfig
 
 PRECISIONS = ("auto", "fp32", "bf16")
 PARALLEL = ("ddp", "fsdp")
@@ -24,7 +25,7 @@ class DataConfig:
     val_split: str = "val"
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.seq_len, int) and self.seq_len >= 1, "data.seq_len", "an integer >= 1", self.seq_len)
+        require(isinstance(self.seq_len, int) and self.seq_len >= 1, "data.seq_len", "an integer >= 1", self.seq_len)
 
 
 @dataclass
@@ -66,26 +67,26 @@ class TrainConfig:
         # YAML strings such as "3e-4" are converted to the annotated types by config.from_dict
         for name in ("max_steps", "global_batch_tokens", "micro_batch_size", "log_every", "eval_tokens"):
             v = getattr(self, name)
-            _require(isinstance(v, int) and v >= 1, f"train.{name}", "an integer >= 1", v)
-        _require(self.max_tokens is None or (isinstance(self.max_tokens, int) and self.max_tokens >= 1),
+            require(isinstance(v, int) and v >= 1, f"train.{name}", "an integer >= 1", v)
+        require(self.max_tokens is None or (isinstance(self.max_tokens, int) and self.max_tokens >= 1),
                  "train.max_tokens", "null or an integer >= 1", self.max_tokens)
-        _require(self.lr > 0, "train.lr", "> 0", self.lr)
-        _require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", "in [0, 1]", self.min_lr_ratio)
-        _require(0 <= self.warmup_frac < 1, "train.warmup_frac", "in [0, 1)", self.warmup_frac)
-        _require(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
-        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", "in [0, 1)", (self.beta1, self.beta2))
-        _require(self.grad_clip >= 0, "train.grad_clip", ">= 0", self.grad_clip)
-        _require(self.precision in PRECISIONS, "train.precision", f"one of {PRECISIONS}", self.precision)
-        _require(self.parallel in PARALLEL, "train.parallel", f"one of {PARALLEL}", self.parallel)
-        _require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "train.device",
+        require(self.lr > 0, "train.lr", "> 0", self.lr)
+        require(0 <= self.min_lr_ratio <= 1, "train.min_lr_ratio", "in [0, 1]", self.min_lr_ratio)
+        require(0 <= self.warmup_frac < 1, "train.warmup_frac", "in [0, 1)", self.warmup_frac)
+        require(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
+        require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "train.beta1/beta2", "in [0, 1)", (self.beta1, self.beta2))
+        require(self.grad_clip >= 0, "train.grad_clip", ">= 0", self.grad_clip)
+        require(self.precision in PRECISIONS, "train.precision", f"one of {PRECISIONS}", self.precision)
+        require(self.parallel in PARALLEL, "train.parallel", f"one of {PARALLEL}", self.parallel)
+        require(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "train.device",
                  "auto, cpu, cuda or cuda:N", self.device)
         for name in ("eval_every", "ckpt_every"):
             v = getattr(self, name)
-            _require(isinstance(v, int) and v >= 0, f"train.{name}", "an integer >= 0", v)
+            require(isinstance(v, int) and v >= 0, f"train.{name}", "an integer >= 0", v)
         if self.hf_model and self.init_from:
             raise ValueError(f"train.hf_model={self.hf_model} and train.init_from={self.init_from} exclude each other: "
                              "hf_model is already the initialisation (a converted Hugging Face folder)")
-        _require(isinstance(self.keep_last, int) and self.keep_last >= 1, "train.keep_last", "an integer >= 1",
+        require(isinstance(self.keep_last, int) and self.keep_last >= 1, "train.keep_last", "an integer >= 1",
                  self.keep_last)
 
 
@@ -98,7 +99,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.train.hf_model:  # the trainer checks against the HF config's max_position_embeddings
             return
-        _require(self.data.seq_len <= self.model.max_seq_len, "data.seq_len",
+        require(self.data.seq_len <= self.model.max_seq_len, "data.seq_len",
                  f"<= model.max_seq_len={self.model.max_seq_len}", self.data.seq_len)
 
 
