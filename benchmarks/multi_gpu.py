@@ -27,7 +27,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="prepared token folder (versatileffn prepare-data)")
     p.add_argument("--out", required=True)
-    p.add_argument("--preset", default="paper-354m", help="YAML preset under configs/")
+    p.add_argument("--preset", default="paper-354m", help="a preset (versatileffn/presets/) or a YAML file")
     p.add_argument("--ffn", default="versatile")
     p.add_argument("--parallel", default="ddp", choices=("ddp", "fsdp"))
     p.add_argument("--steps", type=int, default=12)

@@ -3,7 +3,8 @@ from .config import apply_overrides, from_dict, load_yaml, to_dict
 from .ffn import (FFN_KINDS, DenseFFN, DenseFFNConfig, FFNStats, LoopFFN, LoopFFNConfig, MoEFFN, MoEFFNConfig, RMSNorm,
                   VersatileFFN, VersatileFFNConfig, ffn_config_from_name, switch_balance_loss)
 from .flops import base_ffn_flops_per_token, paper_formula_flops, static_ffn_flops_per_token
-from .model import MODEL_PRESETS, KVCache, LMOutput, ModelConfig, VersatileLM, build_model, model_config
+from .model import KVCache, LMOutput, ModelConfig, VersatileLM, build_model, model_config
+from .presets import preset_names
 
 __version__ = "0.1.0"
 
@@ -16,7 +17,7 @@ _register_with_transformers()
 __all__ = [
     "VersatileFFN", "VersatileFFNConfig", "DenseFFN", "DenseFFNConfig", "LoopFFN", "LoopFFNConfig", "MoEFFN",
     "MoEFFNConfig", "FFN_KINDS", "FFNStats", "RMSNorm", "switch_balance_loss", "ModelConfig", "VersatileLM",
-    "LMOutput", "KVCache", "MODEL_PRESETS",
+    "LMOutput", "KVCache", "preset_names",
     "model_config", "build_model", "ffn_config_from_name", "from_dict", "to_dict", "apply_overrides", "load_yaml",
     "base_ffn_flops_per_token", "paper_formula_flops", "static_ffn_flops_per_token", "__version__",
 ]

@@ -31,7 +31,7 @@ TASK_ABBREV = {"piqa": "PIQA", "hellaswag": "HS", "openbookqa": "OBQA", "sciq": 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m versatileffn.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="runs/demo", help="run folder")
-    p.add_argument("--config", default="demo-cpu", help="run config (YAML file or preset under configs/)")
+    p.add_argument("--config", default="demo-cpu", help="run config (YAML file or preset, versatileffn/presets/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override the run config for every stage")
     p.add_argument("--vocab", type=int, default=2048, help="BPE vocabulary trained on the demo corpus")

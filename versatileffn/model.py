@@ -8,6 +8,7 @@ generation with a cache works for every FFN kind (the recursion lives inside the
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -15,21 +16,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from .config import require
+from .config import from_dict, require
 from .ffn import AnyFFNConfig, DenseFFNConfig, RMSNorm, VersatileFFN, ffn_config_from_dict
 from .ffn.fast import checkpoint_contexts
-
-MODEL_PRESETS: dict[str, dict] = {
-    # The paper's models (FACTS.md): 15 layers, vocab 50,280 padded to 50,304, untied embeddings.
-    "paper-354m": dict(vocab_size=50304, d_model=1024, n_layers=15, n_heads=16, d_hidden=4096, max_seq_len=4096),
-    "paper-720m": dict(vocab_size=50304, d_model=1536, n_layers=15, n_heads=12, d_hidden=6144, max_seq_len=4096),
-    # Small GPU model for the reproduction on the 14.8M-token corpus (d 512, 8 layers, SwiGLU 2048).
-    "small": dict(vocab_size=50304, d_model=512, n_layers=8, n_heads=8, d_hidden=2048, max_seq_len=1024),
-    # CPU sizes for tests and `make demo`.
-    "tiny": dict(vocab_size=4096, d_model=128, n_layers=4, n_heads=4, d_hidden=512, max_seq_len=256),
-    "micro": dict(vocab_size=256, d_model=32, n_layers=2, n_heads=4, d_hidden=64, max_seq_len=64),
-}
-
+from .presets import model_preset
 
 @dataclass
 class ModelConfig:
@@ -89,10 +79,10 @@ class ModelConfig:
 
 
 def model_config(preset: str, ffn: AnyFFNConfig | None = None, **overrides) -> ModelConfig:
-    if preset not in MODEL_PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}; choose one of {sorted(MODEL_PRESETS)}")
-    kwargs = {**MODEL_PRESETS[preset], **overrides}
-    return ModelConfig(ffn=ffn if ffn is not None else DenseFFNConfig(), **kwargs)
+    """The ``model:`` section of a preset (``versatileffn/presets/``: paper-354m, paper-720m, small, tiny, micro,
+    or any run preset), with ``ffn`` (default: the preset's, else dense) and field overrides."""
+    config = from_dict(ModelConfig, model_preset(preset), "model")
+    return dataclasses.replace(config, **overrides, **({} if ffn is None else {"ffn": ffn}))
 
 
 @dataclass
@@ -337,4 +327,4 @@ def build_model(config: ModelConfig) -> VersatileLM:
     return VersatileLM(config)
 
 
-__all__ = ["ModelConfig", "VersatileLM", "LMOutput", "KVCache", "MODEL_PRESETS", "model_config", "build_model"]
+__all__ = ["ModelConfig", "VersatileLM", "LMOutput", "KVCache", "model_config", "build_model"]

@@ -7,13 +7,14 @@ import torch
 
 from ..ffn import ffn_config_from_name
 from ..flops import base_ffn_flops_per_token, moe_ffn_flops_per_token, static_ffn_flops_per_token
-from ..model import MODEL_PRESETS, VersatileLM, model_config
+from ..model import VersatileLM, model_config
 from ..paper import VARIANTS
+from ..presets import preset_names
 
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="parameter and FFN FLOP counts of a preset")
-    p.add_argument("--preset", default="paper-354m", choices=sorted(MODEL_PRESETS))
+    p.add_argument("--preset", default="paper-354m", choices=preset_names())
     p.add_argument("--ffn", default="dense", choices=sorted(VARIANTS), help="FFN kind (paper Table 1/3 rows)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

@@ -10,7 +10,7 @@ from ..train import Trainer, load_run_config
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model (YAML preset + --set overrides; works under torchrun)")
-    p.add_argument("--config", help="a YAML file or a preset under configs/ (tiny-cpu, small-gpu, paper-354m, "
+    p.add_argument("--config", help="a YAML file or a preset in versatileffn/presets/ (tiny-cpu, small-gpu, paper-354m, "
                                      "paper-720m); default tiny-cpu, or with --resume the run folder's config.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=3e-4 --set model.ffn.kind=versatile")

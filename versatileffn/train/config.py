@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import apply_overrides, from_dict, load_yaml, require, to_dict
+from ..config import apply_overrides, from_dict, require, to_dict
 from ..model import ModelConfig
+from ..presets import load_preset
 
 PRECISIONS = ("auto", "fp32", "bf16")
 PARALLEL = ("ddp", "fsdp")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 @dataclass
@@ -103,24 +103,13 @@ class RunConfig:
                  f"<= model.max_seq_len={self.model.max_seq_len}", self.data.seq_len)
 
 
-def resolve_config_path(name: str | Path) -> Path:
-    """A YAML path, or the name of a preset under ``configs/`` (``tiny-cpu`` -> configs/tiny-cpu.yaml)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    preset = CONFIG_DIR / f"{name}.yaml"
-    if preset.is_file():
-        return preset
-    names = sorted(f.stem for f in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
-    raise ValueError(f"config {name!r} is neither a file nor a preset; presets: {names}")
-
-
 def run_config_from_dict(data: dict) -> RunConfig:
     return from_dict(RunConfig, data)
 
 
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    data = load_yaml(resolve_config_path(path)) if path is not None else {}
+    """A YAML file or a preset by name (``versatileffn/presets/``), then ``key=value`` overrides."""
+    data = load_preset(path) if path is not None else {}
     return run_config_from_dict(apply_overrides(data, overrides or []))
 
 
