@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from versatileffn.paper import VARIANTS as PAPER_VARIANTS  # noqa: E402
-from versatileffn.demo import compressed_tau_decay  # noqa: E402
+from versatileffn.ffn.temperature import compressed_tau_decay  # noqa: E402
 from versatileffn.train import Trainer, load_run_config  # noqa: E402
 
 CONFIG = ROOT / "experiments" / "repro-small.yaml"

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from versatileffn import VersatileLM, ffn_config_from_name, model_config
 from versatileffn.io import load_model, save_model
@@ -9,8 +10,7 @@ from versatileffn.io import load_model, save_model
 
 def test_save_load_round_trip_is_exact(tmp_path):
     model = VersatileLM(model_config("micro", ffn_config_from_name("versatile")))
-    for m in model.versatile_layers():
-        m.anneal_temperature()
+    model.set_temperature_step(7)
     save_model(model, tmp_path / "m", extra={"note": "x"})
     loaded, meta = load_model(tmp_path / "m")
     assert meta["note"] == "x" and loaded.config == model.config
@@ -18,6 +18,17 @@ def test_save_load_round_trip_is_exact(tmp_path):
         assert k == k2 and torch.equal(a, b)
     save_model(model, tmp_path / "m")  # overwriting keeps a valid folder
     assert load_model(tmp_path / "m")[0] is not None
+
+
+def test_models_saved_with_a_tau_buffer_still_load(tmp_path):
+    """Before tau became a schedule, every VersatileFFN saved its annealed tau."""
+    model = VersatileLM(model_config("micro", ffn_config_from_name("versatile")))
+    save_model(model, tmp_path / "m")
+    state = load_file(tmp_path / "m" / "model.safetensors")
+    save_file({**state, **{f"blocks.{i}.ffn.tau": torch.tensor(0.3) for i in range(2)}},
+              tmp_path / "m" / "model.safetensors")
+    loaded, _ = load_model(tmp_path / "m")
+    assert all(torch.equal(v, state[k]) for k, v in loaded.state_dict().items())
 
 
 def test_load_errors(tmp_path):

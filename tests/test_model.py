@@ -70,9 +70,9 @@ def test_loop_cap_and_stats_through_the_lm():
         model.set_inference_loop_cap(0)
 
 
-def test_anneal_temperature_reaches_every_layer():
+def test_temperature_step_reaches_every_layer():
     model = VersatileLM(model_config("micro", ffn_config_from_name("versatile")))
-    model.anneal_temperature()
+    model.set_temperature_step(1)
     assert all(float(m.tau) == pytest.approx(5.0 * 0.99984) for m in model.versatile_layers())
 
 

@@ -2,6 +2,7 @@
 from .config import apply_overrides, from_dict, load_yaml, to_dict
 from .ffn import (FFN_KINDS, DenseFFN, DenseFFNConfig, FFNStats, LoopFFN, LoopFFNConfig, MoEFFN, MoEFFNConfig, RMSNorm,
                   VersatileFFN, VersatileFFNConfig, ffn_config_from_name, switch_balance_loss)
+from .ffn.temperature import attach_temperature_schedule, set_temperature_step
 from .flops import base_ffn_flops_per_token, paper_formula_flops, static_ffn_flops_per_token
 from .model import KVCache, LMOutput, ModelConfig, VersatileLM, build_model, model_config
 from .presets import preset_names
@@ -17,7 +18,7 @@ _register_with_transformers()
 __all__ = [
     "VersatileFFN", "VersatileFFNConfig", "DenseFFN", "DenseFFNConfig", "LoopFFN", "LoopFFNConfig", "MoEFFN",
     "MoEFFNConfig", "FFN_KINDS", "FFNStats", "RMSNorm", "switch_balance_loss", "ModelConfig", "VersatileLM",
-    "LMOutput", "KVCache", "preset_names",
+    "LMOutput", "KVCache", "preset_names", "set_temperature_step", "attach_temperature_schedule",
     "model_config", "build_model", "ffn_config_from_name", "from_dict", "to_dict", "apply_overrides", "load_yaml",
     "base_ffn_flops_per_token", "paper_formula_flops", "static_ffn_flops_per_token", "__version__",
 ]

@@ -28,6 +28,7 @@ import torch
 
 from .ffn import DenseFFN, LoopFFN, MoEFFN, VersatileFFN, VersatileFFNConfig, ffn_config_from_name
 from .ffn.reference import authors_eval_forward, authors_train_forward
+from .ffn.temperature import attach_temperature_schedule
 from .model import KVCache, model_config
 
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
@@ -472,6 +473,7 @@ def train_lm(b: Bench, ffn: str, micro_batch: int, compiled: bool, checkpointing
             block.compile()
     fused = dev.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=fused)
+    attach_temperature_schedule(opt, model)
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (micro_batch, s.seq), device=dev)
     autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
@@ -482,7 +484,6 @@ def train_lm(b: Bench, ffn: str, micro_batch: int, compiled: bool, checkpointing
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        model.anneal_temperature()
 
     t = time.time()
     for _ in range(3):

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .paper import VARIANTS as PAPER_VARIANTS
+from .ffn.temperature import compressed_tau_decay
 from .flops import paper_formula_flops, static_ffn_flops_per_token
 from .train import Trainer, load_run_config
 
@@ -67,14 +68,6 @@ def prepare_demo_data(data_dir: Path, vocab: int) -> Path:
     print(f"tokens: train {index['splits']['train']['tokens']:,}, val {index['splits']['val']['tokens']:,} "
           f"(BPE {vocab})", flush=True)
     return data_dir
-
-
-def compressed_tau_decay(steps: int, tau_start: float = 5.0, tau_end: float = 0.1) -> float:
-    """The paper's tau schedule squeezed into ``steps``: its x0.99984 per step takes tau from 5.0 to the 0.1
-    floor in 24.4k of its ~26.7k steps (40B tokens / 1.5M per step), i.e. at 91.5% of training. A 50-step demo
-    with the paper's factor would end at tau = 4.96 (loop choices still mostly Gumbel noise), so the demo
-    reaches the floor at the same fraction of its own run."""
-    return (tau_end / tau_start) ** (1.0 / max(1.0, 0.915 * steps))
 
 
 def stage_config(args, data_dir: Path, out_dir: Path, ffn: str, tokens: int, init_from: Path | None):

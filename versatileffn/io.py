@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import from_dict, read_json, to_dict
+from .ffn.temperature import without_saved_tau
 from .model import ModelConfig, VersatileLM
 
 FORMAT = "versatileffn"
@@ -68,7 +69,7 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     if not f.is_file():
         raise FileNotFoundError(f"weights file not found: {f}")
     try:
-        return load_file(str(f))
+        return without_saved_tau(load_file(str(f)))  # older weights hold VersatileFFN's tau: a schedule now
     except Exception as exc:  # safetensors raises its own error types on truncated/corrupt files
         raise ValueError(f"could not read weights {f} (corrupt or not safetensors): {exc}") from exc
 

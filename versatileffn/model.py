@@ -19,6 +19,7 @@ import torch.utils.checkpoint
 from .config import from_dict, require
 from .ffn import AnyFFNConfig, DenseFFNConfig, RMSNorm, VersatileFFN, ffn_config_from_dict
 from .ffn.fast import checkpoint_contexts
+from .ffn.temperature import set_temperature_step
 from .presets import model_preset
 
 @dataclass
@@ -196,10 +197,9 @@ class FFNControl:
     def versatile_layers(self) -> list[VersatileFFN]:
         return [m for m in self.ffn_layers() if isinstance(m, VersatileFFN)]
 
-    def anneal_temperature(self) -> None:
-        """Advance the Gumbel temperature schedule of every VersatileFFN by one optimizer step."""
-        for m in self.versatile_layers():
-            m.anneal_temperature()
+    def set_temperature_step(self, step: int) -> None:
+        """Every VersatileFFN's Gumbel temperature for optimizer step ``step`` (the schedule, Sec. 3.3)."""
+        set_temperature_step(self, step)
 
     def set_inference_loop_cap(self, cap: int | None) -> None:
         """Clip every token's predicted loop count at inference (None: no cap) — trades quality for compute."""

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from versatileffn import DenseFFN, VersatileFFN, VersatileFFNConfig, switch_balance_loss
+from versatileffn import DenseFFN, VersatileFFN, VersatileFFNConfig, set_temperature_step, switch_balance_loss
 
 sys.path.insert(0, str(Path(__file__).parent))
 import vffn_reference as ref  # noqa: E402
@@ -165,22 +165,16 @@ def test_ungated_eval_is_half_width_half_depth():
     assert torch.allclose(y[0], torch.stack(exp), atol=1e-5)
 
 
-def test_tau_anneals_and_survives_state_dict():
+def test_tau_follows_the_step_schedule_and_is_not_saved():
     layer = make(tau_decay=0.9)
     assert float(layer.tau) == pytest.approx(5.0)
-    for _ in range(10):
-        layer.anneal_temperature()
-    assert float(layer.tau) == pytest.approx(5.0 * 0.9 ** 10, rel=1e-5)
+    set_temperature_step(layer, 10)
+    assert float(layer.tau) == pytest.approx(5.0 * 0.9 ** 10)
     assert layer.temperature_at(10) == pytest.approx(5.0 * 0.9 ** 10)
-    for _ in range(100):
-        layer.anneal_temperature()
+    set_temperature_step(layer, 110)
     assert float(layer.tau) == pytest.approx(0.1)  # floor
     assert layer.temperature_at(10_000) == pytest.approx(0.1)
-    state = layer.state_dict()
-    assert "tau" in state
-    fresh = make(tau_decay=0.9)
-    fresh.load_state_dict(state)
-    assert float(fresh.tau) == pytest.approx(0.1)
+    assert "tau" not in layer.state_dict()  # derived from the step: nothing to save or replay
 
 
 def test_balance_loss_equals_switch_formula_on_hand_made_routing():
@@ -304,8 +298,8 @@ def test_stats_summary_and_reset():
 def test_bf16_cast_keeps_tau_fp32_and_runs():
     layer = make().to(torch.bfloat16)
     assert layer.tau.dtype == torch.float32 and layer.gate_proj.weight.dtype == torch.bfloat16
-    layer.anneal_temperature()
-    assert float(layer.tau) < 5.0  # in bf16 the product would round back to 5.0
+    set_temperature_step(layer, 1)
+    assert float(layer.tau) < 5.0  # in bf16 the schedule's value would round back to 5.0
     x = torch.randn(2, 6, D, dtype=torch.bfloat16)
     y = layer.train()(x)
     y.float().sum().backward()

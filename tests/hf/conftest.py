@@ -4,14 +4,14 @@ import torch
 
 
 def _trained(model, input_ids):
-    """One SGD step + one annealing step, so the model's state differs from the conversion's."""
+    """One SGD step and the next step's tau, so the model's state differs from the conversion's."""
     model.train()
     model(input_ids, labels=input_ids).loss.backward()
     with torch.no_grad():
         for p in model.parameters():
             if p.grad is not None:
                 p.sub_(0.1 * p.grad)
-    model.anneal_temperature()
+    model.set_temperature_step(1)
     return model.eval()
 
 

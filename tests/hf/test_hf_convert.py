@@ -28,8 +28,8 @@ def test_identity_mode_exact_in_bfloat16(norm_arch, make_dense, ffn_options, inp
     model = convert_dense_model(dense, ffn_options)
     assert next(model.parameters()).dtype == torch.bfloat16
     ffn = model.versatile_layers()[0]
-    assert ffn.tau.dtype == torch.float32  # in bf16, 5.0 * 0.99984 rounds back to 5.0: tau would never anneal
-    model.anneal_temperature()
+    assert ffn.tau.dtype == torch.float32  # in bf16, 5.0 * 0.99984 would round back to 5.0
+    model.set_temperature_step(1)
     model.to(torch.bfloat16)
     assert ffn.tau.dtype == torch.float32 and float(ffn.tau) == pytest.approx(5.0 * ffn.config.tau_decay, rel=1e-7)
     with torch.no_grad(), model.identity_mode():
@@ -58,9 +58,8 @@ def test_training_forward_loss_aux_and_driver_api(arch, make_dense, ffn_options,
     assert ffn.router.weight.grad.abs().sum() > 0 and ffn.loop_predictor.weight.grad.abs().sum() > 0
     stats = model.ffn_stats()
     assert len(stats) == 2 and stats[0]["tokens"] == input_ids.numel()
-    tau = float(ffn.tau)
-    model.anneal_temperature()
-    assert float(ffn.tau) == pytest.approx(tau * ffn.config.tau_decay)
+    model.set_temperature_step(3)
+    assert float(ffn.tau) == pytest.approx(5.0 * ffn.config.tau_decay ** 3)
     model.reset_ffn_stats()
     assert model.ffn_stats()[0]["tokens"] == 0
     model.eval()
@@ -187,17 +186,19 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(newest_arch, m
     assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
 
 
-def test_trainer_callback_anneals_once_per_step_and_logs_stats(make_dense, ffn_options, input_ids):
+def test_trainer_callback_sets_tau_from_the_step_and_logs_stats(make_dense, ffn_options, input_ids):
     from transformers.trainer_callback import TrainerControl, TrainerState
 
     from versatileffn.hf import TemperatureAnnealCallback
 
     model = convert_dense_model(make_dense("llama"), ffn_options).train()
     model(input_ids, labels=input_ids).loss.backward()
-    cb, state, control = TemperatureAnnealCallback(), TrainerState(), TrainerControl()
-    tau = float(model.versatile_layers()[1].tau)
+    cb, state, control = TemperatureAnnealCallback(), TrainerState(global_step=40), TrainerControl()
+    cb.on_train_begin(None, state, control, model=model)  # a resumed run: the schedule at its step, no replay
+    assert float(model.versatile_layers()[1].tau) == pytest.approx(model.versatile_layers()[1].temperature_at(40))
+    state.global_step += 1
     cb.on_step_end(None, state, control, model=model)
-    assert float(model.versatile_layers()[1].tau) == pytest.approx(tau * ffn_options.get("tau_decay", 0.99984))
+    assert float(model.versatile_layers()[1].tau) == pytest.approx(5.0 * ffn_options.get("tau_decay", 0.99984) ** 41)
     logs = {}
     cb.on_log(None, state, control, model=model, logs=logs)
     assert 1.0 <= logs["ffn_mean_loops"] <= 3.0 and 0.0 <= logs["ffn_mean_lambda"] <= 1.0 and logs["aux_loss"] > 0

@@ -25,6 +25,20 @@ def _write_tokenizer(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
 
 
+def test_folders_saved_with_a_tau_buffer_still_load(make_dense, ffn_options, tmp_path):
+    """Before tau became a schedule, every converted layer saved its annealed tau."""
+    from safetensors.torch import load_file
+
+    save_converted(convert_dense_model(make_dense("llama"), ffn_options), tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    state = load_file(weights)
+    save_file({**state, **{f"model.layers.{i}.versatile_ffn.tau": torch.tensor(0.3) for i in range(2)}}, weights,
+              metadata={"format": "pt"})
+    loaded = load_converted(tmp_path / "m")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
+    assert float(loaded.versatile_layers()[0].tau) == pytest.approx(5.0)  # the schedule's step 0
+
+
 def test_save_load_round_trip_weights_bit_exact(arch, make_dense, ffn_options, input_ids, tmp_path, trained):
     model = trained(convert_dense_model(make_dense(arch), ffn_options), input_ids)
     save_converted(model, tmp_path / "m")
@@ -36,7 +50,7 @@ def test_save_load_round_trip_weights_bit_exact(arch, make_dense, ffn_options, i
         assert type(loaded) is type(model)
         saved_sd, loaded_sd = model.state_dict(), loaded.state_dict()
         assert saved_sd.keys() == loaded_sd.keys()
-        assert all(torch.equal(saved_sd[k], loaded_sd[k]) for k in saved_sd)  # incl. the annealed tau
+        assert all(torch.equal(saved_sd[k], loaded_sd[k]) for k in saved_sd)
         assert all(torch.equal(a.expert_membership, b.expert_membership)
                    for a, b in zip(model.versatile_layers(), loaded.versatile_layers()))
         with torch.no_grad():  # weights are bit-exact; CPU GEMMs on mmap-loaded buffers may round differently

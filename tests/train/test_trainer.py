@@ -67,7 +67,7 @@ def test_continued_pretraining_from_dense(token_dir, tmp_path, kind):
                        "train.max_steps=2")
     trainer = Trainer(cfg)
     fresh = set(trainer.fresh_keys)
-    expected_fresh = {"versatile": {"router.weight", "loop_predictor.weight", "tau"},
+    expected_fresh = {"versatile": {"router.weight", "loop_predictor.weight"},
                       "moe": {"router.weight", "expert_gate", "expert_up", "expert_down"}, "loop2": set()}[kind]
     assert fresh == {f"blocks.{i}.ffn.{n}" for i in range(2) for n in expected_fresh}
     state = trainer.model.state_dict()

@@ -137,7 +137,8 @@ class VersatileFFN(DenseFFN):
         # experts tile the hidden units exactly (the paper's default): the mask is a per-expert broadcast
         self.experts_tile = (config.expert_stride == config.expert_dim
                              and config.n_experts * config.expert_dim == config.d_hidden)
-        self.register_buffer("tau", torch.tensor(float(config.tau_start)))  # Gumbel temperature, saved
+        # Gumbel temperature: set per optimizer step from the schedule (ffn/temperature.py), never saved
+        self.register_buffer("tau", torch.tensor(float(config.temperature_at(0))), persistent=False)
         self.inference_loop_cap: int | None = None  # runtime knob: clip predicted loops at inference
         self.depth_grad = config.depth_grad  # runtime knob: "auto" | "full" | "exact" (module docstring)
         self.last_depth_grad: str | None = None  # what the last training forward ran (FLOP accounting)
@@ -191,22 +192,17 @@ class VersatileFFN(DenseFFN):
     # ----------------------------------------------------------------------------------- temperature
 
     def temperature_at(self, step: int) -> float:
-        """Exponential schedule tau_start * tau_decay**step, floored at tau_end."""
-        c = self.config
-        return max(c.tau_end, c.tau_start * c.tau_decay ** step)
-
-    @torch.no_grad()
-    def anneal_temperature(self) -> None:
-        """One optimizer step of the schedule; the trainer calls it after every ``optimizer.step()``."""
-        self.tau.mul_(self.config.tau_decay).clamp_(min=self.config.tau_end)
+        """The schedule's tau before optimizer step ``step``: tau_start * tau_decay**step, floored at tau_end."""
+        return self.config.temperature_at(step)
 
     @torch.no_grad()
     def set_temperature(self, value: float) -> None:
+        """Set tau (``ffn.temperature.set_temperature_step`` sets every layer of a model for a step)."""
         self.tau.fill_(value)
 
     def _apply(self, fn, *args, **kwargs):
-        """``.to(bfloat16)`` / ``.half()`` keep tau in fp32: in bf16, 5.0 * 0.99984 rounds back to 5.0 and the
-        schedule would never anneal."""
+        """``.to(bfloat16)`` / ``.half()`` keep tau in fp32: bf16 would round the schedule's values (the steps
+        near 5.0 are 8e-4 apart; bf16's spacing there is 3e-2)."""
         tau = self._buffers["tau"]
         out = super()._apply(fn, *args, **kwargs)
         if self._buffers["tau"].dtype != torch.float32:

@@ -35,7 +35,7 @@ def _weight_renames(arch: Architecture) -> dict[str, str]:
 
 
 def dense_state_dict(model: VersatileCausalLMMixin) -> dict[str, torch.Tensor]:
-    """The converted model's weights under the dense model's names (router, loop head and tau dropped)."""
+    """The converted model's weights under the dense model's names (router and loop head dropped)."""
     renames = _weight_renames(model.architecture)
     out = {}
     for key, value in model.state_dict().items():
@@ -124,7 +124,7 @@ def convert_dense_model(model_or_path, ffn_options: dict | None = None, dtype: t
         if name in own_buffers:
             owner, _, leaf = name.rpartition(".")
             model.get_submodule(owner)._buffers[leaf] = buf.detach().clone()
-    fresh = re.compile(r"^model\.layers\.\d+\.versatile_ffn\.(router\.weight|loop_predictor\.weight|tau)$")
+    fresh = re.compile(r"^model\.layers\.\d+\.versatile_ffn\.(router|loop_predictor)\.weight$")
     missing = [k for k in missing if not fresh.match(k)]
     if missing or unexpected:
         raise ValueError(f"dense -> VersatileFFN weight mapping failed: missing {missing[:5]}, unexpected "

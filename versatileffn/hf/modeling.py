@@ -185,6 +185,8 @@ class VersatileCausalLMMixin(FFNControl):
     """
 
     architecture: Architecture
+    # folders saved while tau was an annealed buffer hold it; it comes from the schedule now
+    _keys_to_ignore_on_load_unexpected = [r"versatile_ffn\.tau$"]
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
@@ -211,10 +213,10 @@ class VersatileCausalLMMixin(FFNControl):
 
     @torch.no_grad()
     def refresh_ffn_buffers(self) -> None:
-        """Rebuild what is not saved: expert membership (loaders may leave it uninitialised) and statistics;
-        tau back to fp32 (a low-precision load rounds it once; annealing then proceeds in fp32)."""
+        """Rebuild what is not saved (loaders may leave such buffers uninitialised): expert membership, statistics
+        and tau (fp32, the schedule's step 0; training sets it per step)."""
         for m in self.versatile_layers():
-            m._buffers["tau"] = m.tau.float()
+            m._buffers["tau"] = torch.full((), m.temperature_at(0), dtype=torch.float32, device=m.tau.device)
             m.expert_membership.zero_()
             for k, (lo, hi) in enumerate(m.config.expert_slices()):
                 m.expert_membership[k, lo:hi] = 1.0

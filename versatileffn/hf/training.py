@@ -1,21 +1,31 @@
 """Continued pre-training of a converted model with Hugging Face's ``Trainer``: the one VersatileFFN-specific
-step is annealing the Gumbel temperature after every optimizer step (Sec. 3.3), which this callback does."""
+step is the Gumbel temperature schedule (Sec. 3.3), which this callback applies from the trainer's step."""
 from __future__ import annotations
 
 from transformers.trainer_callback import TrainerCallback
 
+from ..ffn.temperature import set_temperature_step
 from .modeling import VersatileCausalLMMixin
 
 
+def _converted(model):
+    if not isinstance(model, VersatileCausalLMMixin):
+        raise TypeError(f"TemperatureAnnealCallback needs a converted VersatileFFN model; got {type(model).__name__}")
+    return model
+
+
 class TemperatureAnnealCallback(TrainerCallback):
-    """``Trainer(..., callbacks=[TemperatureAnnealCallback()])``: one ``anneal_temperature()`` per optimizer step
-    (``on_step_end`` runs after the step, once per gradient-accumulation cycle), plus the loop / lambda /
-    expert-load statistics of the last logging window in the logs."""
+    """``Trainer(..., callbacks=[TemperatureAnnealCallback()])``: tau = the schedule's value for the coming optimizer
+    step, set from ``state.global_step`` at the start of training and after every optimizer step (``on_step_end``
+    runs once per gradient-accumulation cycle), so a resumed run continues the schedule with nothing replayed;
+    plus the loop / lambda / expert-load statistics of the last logging window in the logs."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        set_temperature_step(_converted(model), state.global_step)
+        return control
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if not isinstance(model, VersatileCausalLMMixin):
-            raise TypeError(f"TemperatureAnnealCallback needs a converted VersatileFFN model; got {type(model).__name__}")
-        model.anneal_temperature()
+        set_temperature_step(_converted(model), state.global_step)
         return control
 
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):

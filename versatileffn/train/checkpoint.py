@@ -1,7 +1,7 @@
 """Training checkpoints (exact resume) and continued pre-training from a dense model.
 
 A checkpoint is a folder ``<out_dir>/checkpoints/step_<N>/``:
-    model.safetensors   full (unsharded) weights, incl. the tau buffer   - loadable by ``io.load_model``
+    model.safetensors   full (unsharded) weights                         - loadable by ``io.load_model``
     config.json         the model config (``io.save_model``'s format; a converted HF model: its own config)
     optimizer.pt        AdamW state (tensors and plain values only: read with ``weights_only=True``)
     trainer_state.json  step, tokens seen, per-rank RNG states (hex), the run's resolved config
@@ -27,11 +27,10 @@ CKPT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
 # Keys a dense checkpoint cannot have and that continued pre-training initialises fresh (by pattern):
-# VersatileFFN's router / loop head / tau buffer, the MoE baseline's router and real experts.
+# VersatileFFN's router / loop head, the MoE baseline's router and real experts.
 NEW_KEY_PATTERNS = (
     r"^blocks\.\d+\.ffn\.router\.weight$",
     r"^blocks\.\d+\.ffn\.loop_predictor\.weight$",
-    r"^blocks\.\d+\.ffn\.tau$",
     r"^blocks\.\d+\.ffn\.expert_(gate|up|down)$",
 )
 
@@ -124,7 +123,7 @@ def init_from_dense(model: torch.nn.Module, path: str | Path) -> list[str]:
 
     The dense FFN's gate_proj / up_proj / down_proj / norm land on the same names in every FFN kind (k-Loop
     reuses them, MoE keeps them as its shared dense part, VersatileFFN slices them into virtual experts).
-    Only the new router / loop head / MoE experts / tau may be missing; returns those (freshly initialised).
+    Only the new router / loop head / MoE experts may be missing; returns those (freshly initialised).
     """
     path = Path(path)
     if is_converted_hf_dir(path):

@@ -55,7 +55,7 @@ def parallelize(model: torch.nn.Module, mode: str, info: DistInfo, device: torch
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [device.index] if device.type == "cuda" else None
-        # buffers (tau, RoPE tables) evolve identically on every rank: no per-forward broadcast needed
+        # buffers (tau set from the step, RoPE tables) are identical on every rank: no per-forward broadcast needed
         return DDP(model, device_ids=ids, broadcast_buffers=False)
     if mode == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh

@@ -1,5 +1,5 @@
 """The trainer: one process or torchrun (DDP / FSDP2), gradient accumulation to a global batch in tokens,
-the paper's AdamW + cosine recipe, tau annealed once per optimizer step, checkpoints with exact resume.
+the paper's AdamW + cosine recipe, tau set from the step by an optimizer hook, checkpoints with exact resume.
 
 Run folder (``train.out_dir``):
     config.yaml            the full resolved run config
@@ -11,7 +11,7 @@ Run folder (``train.out_dir``):
 
 ``train.hf_model`` continues pre-training a converted Hugging Face model (``versatileffn convert``) instead of
 building ``VersatileLM`` from ``model:``: the same loop drives it through its ``lm_forward`` (``VersatileLM``'s
-forward contract), ``anneal_temperature``, ``ffn_stats`` and ``versatile_layers``.
+forward contract), ``ffn_stats`` and ``versatile_layers``; tau is set from the step on any model.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import yaml
 
 from ..data.loader import PackedTrainData, val_windows
 from ..data.tokens import read_index
+from ..ffn.temperature import attach_temperature_schedule
 from ..io import save_model
 from ..tokenizer import load_tokenizer
 from . import checkpoint as ckpt
@@ -149,6 +150,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, t)
         if state is not None:
             self._restore(*state)
+        attach_temperature_schedule(self.optimizer, self.model, self.step)  # tau depends on the step only
         self.forward = torch.compile(self.wrapped) if t.compile else self.wrapped
         self.logger = MetricsLogger(self.out_dir, tensorboard=t.tensorboard, wandb=t.wandb,
                                     wandb_project=t.wandb_project, config=run_config_to_dict(cfg),
@@ -165,7 +167,7 @@ class Trainer:
                                                              get_optimizer_state_dict)
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        model_state = get_model_state_dict(self.model, options=opts)  # includes buffers such as tau
+        model_state = get_model_state_dict(self.model, options=opts)
         return model_state, get_optimizer_state_dict(self.model, self.optimizer, options=opts)
 
     def _restore(self, model_state: dict, optim_state: dict, trainer_state: dict) -> None:
@@ -307,7 +309,6 @@ class Trainer:
             grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.model.anneal_temperature()  # tau once per optimizer step
         self.step += 1
         self.tokens_seen += t.global_batch_tokens
         return {"loss": loss_sum / self.accum, "aux_loss": aux_sum / self.accum, "grad_norm": grad_norm, "lr": lr}
