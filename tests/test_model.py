@@ -84,3 +84,29 @@ def test_bad_inputs():
         model(torch.randint(0, 256, (1, 65)))
     with pytest.raises(ValueError, match="unknown model preset"):
         model_config("paper-1b")
+
+
+def test_packed_forward_equals_the_sequences_run_alone():
+    """Two sequences in one row (own positions, block-causal mask, padding): the same logits as run alone, and
+    the FFN statistics count the real tokens only."""
+    model = VersatileLM(model_config("micro", ffn_config_from_name("versatile"))).eval()
+    a, b = torch.randint(0, 256, (5,)), torch.randint(0, 256, (3,))
+    ids = torch.cat([a, b, torch.zeros(2, dtype=torch.long)])[None]
+    positions = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 0, 0]])
+    seq = torch.tensor([0] * 5 + [1] * 3 + [-1, -2])
+    causal = torch.ones(10, 10, dtype=torch.bool).tril()
+    mask = ((seq[:, None] == seq[None, :]) & causal)[None, None]
+    real = (seq >= 0)[None]
+    model.reset_ffn_stats()
+    with torch.no_grad():
+        out = model(ids, positions=positions, attn_mask=mask, token_mask=real,
+                    logits_at=(torch.zeros(8, dtype=torch.long), torch.arange(8)))
+        alone = torch.cat([model(a[None]).logits[0], model(b[None]).logits[0]])
+    assert out.logits.shape == (8, 256)
+    torch.testing.assert_close(out.logits, alone, rtol=1e-5, atol=1e-5)
+    model.reset_ffn_stats()
+    with torch.no_grad():
+        model(ids, positions=positions, attn_mask=mask, token_mask=real)
+    assert all(s["tokens"] == 8 for s in model.ffn_stats())
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(ids, positions=positions + 60, attn_mask=mask)

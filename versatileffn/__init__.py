@@ -7,7 +7,7 @@ from .flops import base_ffn_flops_per_token, paper_formula_flops, static_ffn_flo
 from .model import KVCache, LMOutput, ModelConfig, VersatileLM, build_model, model_config
 from .presets import preset_names
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # Converted Hugging Face models load with plain AutoModelForCausalLM.from_pretrained(DIR) after
 # `import versatileffn`; registration waits for transformers' own import (never imports it here).

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from .config import from_dict, require
-from .ffn import AnyFFNConfig, DenseFFNConfig, RMSNorm, VersatileFFN, ffn_config_from_dict
+from .ffn import AnyFFNConfig, DenseFFNConfig, RMSNorm, ffn_config_from_dict
+from .ffn.control import FFNControl
 from .ffn.fast import checkpoint_contexts
-from .ffn.temperature import set_temperature_step
 from .presets import model_preset
 
 @dataclass
@@ -177,47 +177,14 @@ class Block(nn.Module):
         self.attn = Attention(config)
         self.ffn = config.ffn_layer_config().build()
 
-    def forward(self, x, cos, sin, cache=None, layer=0):
-        h = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)
-        return self.ffn(h)
-
-
-class FFNControl:
-    """The FFN driver API shared by ``VersatileLM`` and the converted Hugging Face models: the trainer, the
-    evaluator and the analysis call only these. A subclass provides ``ffn_layers()``."""
-
-    def ffn_layers(self) -> list[nn.Module]:
-        raise NotImplementedError
-
-    def aux_loss(self) -> torch.Tensor | None:
-        """Sum of the scaled auxiliary losses of the last training forward (detached), or None."""
-        vals = [m.last_aux_loss for m in self.ffn_layers() if getattr(m, "last_aux_loss", None) is not None]
-        return torch.stack(vals).sum() if vals else None
-
-    def versatile_layers(self) -> list[VersatileFFN]:
-        return [m for m in self.ffn_layers() if isinstance(m, VersatileFFN)]
-
-    def set_temperature_step(self, step: int) -> None:
-        """Every VersatileFFN's Gumbel temperature for optimizer step ``step`` (the schedule, Sec. 3.3)."""
-        set_temperature_step(self, step)
-
-    def set_inference_loop_cap(self, cap: int | None) -> None:
-        """Clip every token's predicted loop count at inference (None: no cap) — trades quality for compute."""
-        if cap is not None and (not isinstance(cap, int) or cap < 1):
-            raise ValueError(f"inference loop cap must be None or an integer >= 1; got {cap!r}")
-        for m in self.versatile_layers():
-            m.inference_loop_cap = cap
-
-    def reset_ffn_stats(self) -> None:
-        for m in self.ffn_layers():
-            if hasattr(m, "reset_stats"):
-                m.reset_stats()
-            if hasattr(m, "last_aux_loss"):
-                m.last_aux_loss = None
-
-    def ffn_stats(self) -> list[dict]:
-        """Per-layer statistics since the last reset (loop histogram, mean loops/lambda, expert load)."""
-        return [m.stats.summary() if hasattr(m, "stats") else {} for m in self.ffn_layers()]
+    def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None, token_mask=None):
+        h = x + self.attn(self.attn_norm(x), cos, sin, cache, layer, attn_mask)
+        if token_mask is None:
+            return self.ffn(h)
+        # the FFN is token-wise: run it on the real tokens only (its statistics count exactly those)
+        out = h.clone()
+        out[token_mask] = self.ffn(h[token_mask][None])[0].to(h.dtype)
+        return out
 
 
 class VersatileLM(FFNControl, nn.Module):
@@ -243,29 +210,48 @@ class VersatileLM(FFNControl, nn.Module):
 
     # ------------------------------------------------------------------------------------ forward
 
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> LMOutput:
-        """input_ids [B, T] -> logits [B, T, V]; targets [B, T] aligned with logits (-100 = ignore)."""
+    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
+                *, positions: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
+                token_mask: torch.Tensor | None = None, logits_at: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> LMOutput:
+        """input_ids [B, T] -> logits [B, T, V]; targets [B, T] aligned with logits (-100 = ignore).
+
+        Several sequences packed into one row (e.g. a context scored once for all its continuations) take:
+        positions [B, T], each token's RoPE position; attn_mask [B, 1, T, T], True where a token may attend
+        (replaces the causal mask); token_mask [B, T], the real tokens: the FFN runs on these only, so its
+        statistics count exactly them, and padding passes the FFN unchanged; logits_at (rows [N], columns [N]):
+        logits only at those tokens, [N, V] (no [B, T, V] tensor when a few positions are scored; targets then [N]).
+        """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape [batch, seq]; got {tuple(input_ids.shape)}")
         B, T = input_ids.shape
         start = cache.pos if cache is not None else 0
-        if start + T > self.config.max_seq_len:
-            raise ValueError(f"sequence length {start + T} exceeds max_seq_len={self.config.max_seq_len}")
+        # packed rows may be longer than the window; their positions may not
+        last = start + T if positions is None else int(positions.max()) + 1
+        if last > self.config.max_seq_len:
+            raise ValueError(f"sequence length {last} exceeds max_seq_len={self.config.max_seq_len}")
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions; {start + T} needed")
-        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        if cache is not None and (positions is not None or attn_mask is not None):
+            raise ValueError("positions / attn_mask (packed sequences) cannot be combined with a KV cache")
+        if positions is None:
+            cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        else:  # [B, T, D/2]: each packed token at its own position
+            cos, sin = self.rope_cos[positions], self.rope_sin[positions]
         x = self.embed(input_ids)
         checkpointing = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             if checkpointing and cache is None:
                 # RNG state restored on recompute (same Gumbel sample); statistics not counted twice
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, None, i, use_reentrant=False,
-                                                      preserve_rng_state=True, context_fn=checkpoint_contexts)
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, None, i, attn_mask, token_mask,
+                                                      use_reentrant=False, preserve_rng_state=True,
+                                                      context_fn=checkpoint_contexts)
             else:
-                x = block(x, cos, sin, cache, i)
+                x = block(x, cos, sin, cache, i, attn_mask, token_mask)
         if cache is not None:
             cache.pos += T
+        if logits_at is not None:
+            x = x[logits_at]
         logits = self.lm_head(self.final_norm(x))
         loss = None
         if targets is not None:
@@ -275,13 +261,15 @@ class VersatileLM(FFNControl, nn.Module):
     def ffn_layers(self) -> list[nn.Module]:
         return [b.ffn for b in self.blocks]
 
-    # ------------------------------------------------------------------------------------ counting
+    def ffn_model_config(self) -> ModelConfig:
+        return self.config
+
+    def get_output_embeddings(self) -> nn.Linear:
+        """The output head (transformers' name, so evaluation code reads every causal LM alike)."""
+        return self.lm_head
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-    def ffn_params(self) -> int:
-        return sum(p.numel() for m in self.ffn_layers() for p in m.parameters())
 
     # ------------------------------------------------------------------------------------ generation
 

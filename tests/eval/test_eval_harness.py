@@ -83,7 +83,7 @@ def test_matches_lm_eval_hf_reference_when_installed(tmp_path):
     from lm_eval.models.huggingface import HFLM
 
     from versatileffn.eval import load_task, score_requests
-    from versatileffn.eval.report import load_any_model
+    from versatileffn.eval.report import load_for_eval
     from versatileffn.tokenizer import load_tokenizer
 
     olmo = load_tokenizer("olmo")
@@ -96,7 +96,7 @@ def test_matches_lm_eval_hf_reference_when_installed(tmp_path):
              for p in zip(d.contexts, d.continuations)]
     ref = HFLM(pretrained=str(tmp_path), device="cpu", batch_size=4).loglikelihood(
         [Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)])
-    model, tok, _ = load_any_model(tmp_path)
+    model, tok, _ = load_for_eval(tmp_path)
     ours = harness.loglikelihood(model, tok, pairs)
     olmes = score_requests(model, tok, pairs)
     for (r_lp, r_greedy), (o_lp, o_greedy), s in zip(ref, ours, olmes):

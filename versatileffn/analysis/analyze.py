@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from . import plots
-from .collect import collect, find_versatile_layers, model_device
+from ..eval.scoring import model_device, model_max_len
+from .collect import collect, find_versatile_layers
 from .report import render_html, write_text_atomic
 from .summarize import by_position, layer_table, sample_cos_matrix, token_lambda_ranking
 from .sweep import ffn_flops_summary, flops_config, loop_cap_sweep
@@ -30,9 +31,7 @@ def _jsonable(x):
 
 
 def default_seq_len(model: torch.nn.Module, cap: int = 512) -> int:
-    cfg = getattr(model, "config", None)
-    limit = getattr(cfg, "max_seq_len", None) or getattr(cfg, "max_position_embeddings", None) or cap
-    return int(min(limit, cap))
+    return int(min(model_max_len(model), cap))
 
 
 def run_analysis(model: torch.nn.Module, tokenizer, tokens: np.ndarray, out_dir: str | Path, *, layer: int = 0,

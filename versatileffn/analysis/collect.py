@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from ..ffn import VersatileFFN
+from ..eval.scoring import model_device
+from ..ffn.control import reset_ffn_stats
 
 
 def find_versatile_layers(model: torch.nn.Module) -> list[tuple[str, VersatileFFN]]:
@@ -33,23 +35,6 @@ def find_versatile_layers(model: torch.nn.Module) -> list[tuple[str, VersatileFF
                          "kind is 'versatile' (or one of its ablations), e.g. trained with --ffn versatile or "
                          "converted with `versatileffn convert`")
     return layers
-
-
-def reset_stats(model: torch.nn.Module, layers: list[tuple[str, VersatileFFN]]) -> None:
-    if hasattr(model, "reset_ffn_stats"):
-        model.reset_ffn_stats()
-    for _, layer in layers:  # a wrapper's reset_ffn_stats may not reach every layer; resetting twice is harmless
-        layer.reset_stats()
-
-
-def set_loop_cap(model: torch.nn.Module, layers: list[tuple[str, VersatileFFN]], cap: int | None) -> None:
-    if hasattr(model, "set_inference_loop_cap"):
-        model.set_inference_loop_cap(cap)
-    else:
-        if cap is not None and (not isinstance(cap, int) or cap < 1):
-            raise ValueError(f"inference loop cap must be None or an integer >= 1; got {cap!r}")
-        for _, layer in layers:
-            layer.inference_loop_cap = cap
 
 
 @torch.no_grad()
@@ -143,11 +128,6 @@ def sequences(tokens: np.ndarray, seq_len: int, max_tokens: int | None = None) -
     return np.asarray(tokens[: n * seq_len], dtype=np.int64).reshape(n, seq_len)
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 @torch.no_grad()
 def collect(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_size: int = 8,
             max_tokens: int | None = None, sample_index: int = 0) -> tuple[list[LayerTrace], np.ndarray]:
@@ -182,7 +162,7 @@ def collect(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, batch_size
 
     handles = [layer.register_forward_pre_hook(make_hook(i)) for i, (_, layer) in enumerate(layers)]
     try:
-        reset_stats(model, layers)
+        reset_ffn_stats(model)
         for start in range(0, len(rows), batch_size):
             batch_start[0] = start
             ids = torch.from_numpy(rows[start:start + batch_size]).to(device)

@@ -1,5 +1,5 @@
-"""What `versatileffn analyze` reads: a model folder (ours or a converted Hugging Face one) and text to run it on
-(prepared token folders, or raw .txt / .jsonl files tokenized with the model's tokenizer)."""
+"""What `versatileffn analyze` reads besides the model (``loading.load_any_model``): its tokenizer and text to run it
+on (prepared token folders, raw .txt / .jsonl files tokenized with the model's tokenizer, benchmark questions)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,35 +8,10 @@ import numpy as np
 
 from ..data.sources import iter_documents
 from ..data.tokens import load_tokens, read_index
-from ..io import FORMAT as MODEL_FORMAT
-from ..io import load_model
-from ..config import read_json
 from ..tokenizer import Tokenizer, load_tokenizer
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
 TASK_PREFIX = "task:"  # --data task:arc_challenge = the benchmark's questions with their gold answers
-
-
-def load_analysis_model(path: str | Path, device: str = "cpu"):
-    """A versatileffn model folder (``versatileffn.io.load_model``) or a Hugging Face folder whose model
-    holds VersatileFFN modules (loaded with ``transformers`` after importing ``versatileffn.hf``, which
-    registers the architecture). Returns the model in eval mode on ``device``."""
-    path = Path(path)
-    cfg_file = path / "config.json"
-    meta = read_json(cfg_file, f"{path} is not a model folder (no config.json)")
-    if meta.get("format") == MODEL_FORMAT:
-        model, _ = load_model(path, device)
-        return model
-    if "model_type" not in meta:
-        raise ValueError(f"{cfg_file} is neither a versatileffn config nor a Hugging Face config (no model_type)")
-    try:
-        import versatileffn.hf  # noqa: F401  (registers the VersatileFFN architecture with transformers)
-    except ImportError:
-        pass
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(path))
-    return model.to(device).eval()
 
 
 def load_analysis_tokenizer(model_dir: str | Path, spec: str | None = None) -> Tokenizer:

@@ -16,21 +16,17 @@ from ..model import ModelConfig
 from ..eval import evaluate_tasks, validation_metrics
 from ..eval.efficiency import merge_layer_stats
 from ..flops import base_ffn_flops_per_token, executed_ffn_flops
-from .collect import find_versatile_layers, reset_stats, set_loop_cap
+from ..ffn.control import FFNControl, reset_ffn_stats, set_inference_loop_cap
+from .collect import find_versatile_layers
 
 
 def flops_config(model: torch.nn.Module) -> ModelConfig:
     """The ModelConfig that FFN FLOP accounting needs: our LM's config, a converted Hugging Face model's
     ``ffn_model_config()``, or for any other wrapper one built from its VersatileFFN layers (FFN FLOPs depend
     only on d_model, d_hidden, the layer count and the FFN options)."""
-    cfg = getattr(model, "config", None)
     layers = [layer for _, layer in find_versatile_layers(model)]
-    if isinstance(cfg, ModelConfig) and cfg.ffn.kind == "versatile" and cfg.n_layers == len(layers):
-        return cfg
-    if callable(getattr(model, "ffn_model_config", None)):
-        cfg = model.ffn_model_config()
-        if isinstance(cfg, ModelConfig) and cfg.n_layers == len(layers):
-            return cfg
+    if isinstance(model, FFNControl) and model.ffn_model_config().n_layers == len(layers):
+        return model.ffn_model_config()
     c = layers[0].config
     return ModelConfig(vocab_size=1, d_model=c.d_model, n_layers=len(layers), n_heads=1, d_hidden=c.d_hidden,
                        max_seq_len=2, norm_eps=c.norm_eps, init_std=c.init_std, ffn=c.unshaped())
@@ -86,9 +82,9 @@ def loop_cap_sweep(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, cap
     rows = []
     try:
         for cap in caps:
-            set_loop_cap(model, layers, cap)
+            set_inference_loop_cap(model, cap)
             t0 = time.perf_counter()
-            reset_stats(model, layers)
+            reset_ffn_stats(model)
             val = validation_fn(model, tokens, seq_len, batch_size=batch_size, device=device,
                                 max_tokens=max_tokens, n_bytes=n_bytes)
             row = {"cap": cap, "val_loss": float(val["loss"]), "val_ppl": float(val["ppl"]),

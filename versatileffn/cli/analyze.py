@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ..analysis import load_analysis_model, load_analysis_tokenizer, load_analysis_tokens, run_analysis
+from ..analysis import load_analysis_tokenizer, load_analysis_tokens, run_analysis
 from ..analysis.inputs import check_vocab
+from ..loading import load_any_model
 
 
 def _caps(text: str) -> list[int | None]:
@@ -52,7 +53,7 @@ def register(sub) -> None:
 def run(args) -> int:
     if args.max_tokens is not None and args.max_tokens < 2:
         raise ValueError(f"--max-tokens must be >= 2; got {args.max_tokens}")
-    model = load_analysis_model(args.model, args.device)
+    model, _ = load_any_model(args.model, args.device)
     tokenizer = load_analysis_tokenizer(args.model, args.tokenizer)
     tokens, n_bytes, sources = load_analysis_tokens(args.data, tokenizer, args.split, args.text_key, args.max_tokens)
     check_vocab(tokens, getattr(getattr(model, "config", None), "vocab_size", None))

@@ -8,7 +8,7 @@ import torch
 
 from ..eval import TASKS, evaluate_tasks, validation_metrics
 from ..eval.efficiency import flop_accounting, parameter_counts
-from ..eval.report import (device_name, load_any_model, markdown_tables, model_summary, now_utc, read_record,
+from ..eval.report import (device_name, load_for_eval, markdown_tables, model_summary, now_utc, read_record,
                            versions, write_json)
 from ..eval.scoring import as_tokenizer, model_max_len, model_vocab_size
 
@@ -52,7 +52,7 @@ def run_eval(args) -> int:
     from ..data import load_tokens, read_index
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, tokenizer, kind = load_any_model(args.model, device, args.tokenizer)
+    model, tokenizer, kind = load_for_eval(args.model, device, args.tokenizer)
     tasks = [] if args.tasks.strip().lower() == "none" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     record = {"model": model_summary(model, args.model, kind), "date": now_utc(), "command": _command(args),
               "device": device_name(device), "dtype": "bf16 autocast" if device.type == "cuda" else "fp32",

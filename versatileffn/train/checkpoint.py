@@ -19,9 +19,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..config import to_dict
 from ..hf.folders import is_converted_hf_dir
-from ..io import FORMAT, atomic_replace_dir, load_state, read_model_config
+from ..io import atomic_replace_dir, load_state, read_model_config
 
 CKPT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step_(\d+)$")
@@ -56,19 +55,17 @@ def rng_from_hex(text: str) -> torch.Tensor:
     return torch.tensor(list(bytes.fromhex(text)), dtype=torch.uint8)
 
 
-def save_checkpoint(out_dir: str | Path, step: int, model_state: dict, optim_state: dict, model_config,
+def save_checkpoint(out_dir: str | Path, step: int, model_state: dict, optim_state: dict, config_json: str,
                     trainer_state: dict, keep_last: int, tokenizer_file: Path | None = None) -> Path:
-    """Write step_<step> atomically (call on rank 0 with full state dicts), then prune to keep_last."""
+    """Write step_<step> atomically (call on rank 0 with full state dicts), then prune to keep_last.
+    config_json: the model's config.json (``models.NativeModel`` / ``ConvertedHFModel.config_json``)."""
     root = Path(out_dir) / CKPT_DIR
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
-        if hasattr(model_config, "to_json_string"):  # a transformers config (train.hf_model)
-            (tmp / "config.json").write_text(model_config.to_json_string())
-        else:
-            (tmp / "config.json").write_text(json.dumps({"format": FORMAT, "model": to_dict(model_config)}, indent=2))
+        (tmp / "config.json").write_text(config_json)
         torch.save(optim_state, tmp / "optimizer.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
         if tokenizer_file is not None and Path(tokenizer_file).is_file():

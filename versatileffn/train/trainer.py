@@ -10,8 +10,8 @@ Run folder (``train.out_dir``):
                            ``train.hf_model``: ``save_converted``, load with transformers)
 
 ``train.hf_model`` continues pre-training a converted Hugging Face model (``versatileffn convert``) instead of
-building ``VersatileLM`` from ``model:``: the same loop drives it through its ``lm_forward`` (``VersatileLM``'s
-forward contract), ``ffn_stats`` and ``versatile_layers``; tau is set from the step on any model.
+building ``VersatileLM`` from ``model:``; ``models.py`` holds what differs, the loop drives both alike
+(``FFNControl``: statistics, aux loss; tau set from the step by an optimizer hook).
 """
 from __future__ import annotations
 
@@ -26,12 +26,11 @@ import yaml
 from ..data.loader import PackedTrainData, val_windows
 from ..data.tokens import read_index
 from ..ffn.temperature import attach_temperature_schedule
-from ..io import save_model
-from ..tokenizer import load_tokenizer
 from . import checkpoint as ckpt
 from .config import RunConfig, run_config_to_dict
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, parallelize
 from .logger import MetricsLogger
+from .models import model_for
 from .optim import build_optimizer, lr_at
 
 
@@ -63,28 +62,6 @@ def ffn_summary(stats: list[dict]) -> dict:
     return out
 
 
-class LMForward(torch.nn.Module):
-    """Calls a converted HF model's ``lm_forward(input_ids, targets)``: its ``forward`` is transformers'
-    (input_ids, attention_mask, ...), and DDP / FSDP2 / torch.compile wrap a module's ``forward``."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None):
-        return self.model.lm_forward(input_ids, targets)
-
-
-def model_limits(cfg: RunConfig) -> tuple[int, str, int, str]:
-    """(vocab size, its name, max sequence length, its name) of the model to train, read before building it."""
-    if cfg.train.hf_model:
-        from ..hf.folders import read_converted_hf_config
-
-        hf, where = read_converted_hf_config(cfg.train.hf_model), f"{cfg.train.hf_model}/config.json: "
-        return hf["vocab_size"], where + "vocab_size", hf["max_position_embeddings"], where + "max_position_embeddings"
-    return cfg.model.vocab_size, "model.vocab_size", cfg.model.max_seq_len, "model.max_seq_len"
-
-
 class Trainer:
     def __init__(self, cfg: RunConfig, resume: bool = False):
         self.cfg = cfg
@@ -100,14 +77,14 @@ class Trainer:
         if not cfg.data.path:
             raise ValueError("data.path is empty: point it at a folder made by `versatileffn prepare-data`")
         index = read_index(cfg.data.path)
-        vocab_size, vocab_name, max_seq_len, max_seq_len_name = model_limits(cfg)
-        if index["vocab_size"] > vocab_size:
-            fix = (f"set model.vocab_size >= {index['vocab_size']}" if not t.hf_model else
-                   "prepare the data with the model's own tokenizer")
+        self.source = model_for(cfg)
+        lim = self.source.limits()
+        if index["vocab_size"] > lim["vocab_size"]:
             raise ValueError(f"the data's tokenizer {index.get('tokenizer')!r} has {index['vocab_size']} entries but "
-                             f"{vocab_name}={vocab_size}: {fix}")
-        if cfg.data.seq_len > max_seq_len:
-            raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds the model's {max_seq_len_name}={max_seq_len}")
+                             f"{lim['vocab_name']}={lim['vocab_size']}: {lim['vocab_fix'].format(index['vocab_size'])}")
+        if cfg.data.seq_len > lim["max_len"]:
+            raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds the model's {lim['max_len_name']}="
+                             f"{lim['max_len']}")
         self.data = PackedTrainData(cfg.data.path, cfg.data.seq_len, seed=t.seed, split=cfg.data.train_split)
         val_windows(cfg.data.path, cfg.data.seq_len, cfg.data.seq_len, cfg.data.val_split)  # fail now, not at the end
         self.tokenizer_file = Path(cfg.data.path) / "tokenizer.json"
@@ -124,12 +101,7 @@ class Trainer:
 
         # ---- model: identical initialisation on every rank, then per-rank RNG streams (Gumbel noise)
         torch.manual_seed(t.seed)
-        if t.hf_model:  # fp32 master weights, as for VersatileLM (bf16 comes from autocast)
-            from ..hf import load_converted
-
-            self.model = load_converted(t.hf_model, self.device, torch.float32)
-        else:
-            self.model = cfg.model.build().to(self.device)
+        self.model = self.source.build(self.device)
         self.fresh_keys: list[str] = []
         self.step = 0
         self.tokens_seen = 0
@@ -145,8 +117,7 @@ class Trainer:
             self.fresh_keys = ckpt.init_from_dense(self.model, t.init_from)
         torch.manual_seed(t.seed + 1000003 * self.dist.rank)
 
-        self.wrapped = parallelize(LMForward(self.model) if t.hf_model else self.model, t.parallel, self.dist,
-                                   self.device)
+        self.wrapped = parallelize(self.source.forward_module(self.model), t.parallel, self.dist, self.device)
         self.optimizer = build_optimizer(self.model, t)
         if state is not None:
             self._restore(*state)
@@ -205,50 +176,20 @@ class Trainer:
                              "rng_cpu": [g[0] for g in gathered],
                              "rng_cuda": [g[1] for g in gathered] if rng_cuda is not None else [],
                              "config": run_config_to_dict(self.cfg)}
-            path = ckpt.save_checkpoint(self.out_dir, self.step, model_state, optim_state, self.model.config,
-                                        trainer_state, self.cfg.train.keep_last, self.tokenizer_file)
+            path = ckpt.save_checkpoint(self.out_dir, self.step, model_state, optim_state,
+                                        self.source.config_json(self.model), trainer_state,
+                                        self.cfg.train.keep_last, self.tokenizer_file)
         barrier(self.dist)
         return path
 
     def save_final(self, name: str = "final", extra: dict | None = None) -> Path:
         model_state, _ = self._full_state()
         path = self.out_dir / name
-        if self.dist.is_main and self.cfg.train.hf_model:
-            self._save_final_hf(model_state, path)
-        elif self.dist.is_main:
-            clone = self.model.config.build()
-            clone.load_state_dict(model_state)
-            tok = load_tokenizer(self.tokenizer_file) if self.tokenizer_file.is_file() else None
-            save_model(clone, path, tokenizer=tok, extra={"train_step": self.step, "tokens_seen": self.tokens_seen,
-                                                            **(extra or {})})
+        if self.dist.is_main:
+            self.source.save_final(self.model, model_state, path, self.tokenizer_file,
+                                   {"train_step": self.step, "tokens_seen": self.tokens_seen, **(extra or {})})
         barrier(self.dist)
         return path
-
-    def _save_final_hf(self, model_state: dict, path: Path) -> None:
-        """A converted HF folder (``save_converted``): reloads with ``AutoModelForCausalLM.from_pretrained``.
-        Tokenizer: the source folder's files, else the data's tokenizer (what the model was trained on) saved
-        as a transformers tokenizer with its EOS token."""
-        import copy
-        import tempfile
-
-        from transformers import PreTrainedTokenizerFast
-
-        from ..hf import save_converted
-        from ..hf.convert import TOKENIZER_FILES
-        from ..hf.modeling import classes_for
-
-        source = Path(self.cfg.train.hf_model)
-        clone = classes_for(self.model.config.model_type)[1](copy.deepcopy(self.model.config))
-        clone.load_state_dict(model_state)
-        clone.refresh_ffn_buffers()
-        with tempfile.TemporaryDirectory() as tmp:
-            has_tokenizer = any((source / n).is_file() for n in TOKENIZER_FILES if n.startswith("tokenizer"))
-            if not has_tokenizer and self.tokenizer_file.is_file():
-                tok = load_tokenizer(self.tokenizer_file)
-                PreTrainedTokenizerFast(tokenizer_object=tok.tok, eos_token=tok.tok.id_to_token(tok.eos_id)
-                                        ).save_pretrained(tmp)
-                source = Path(tmp)
-            save_converted(clone, path, tokenizer_source=source)
 
     # ------------------------------------------------------------------------------------ loop pieces
 
