@@ -7,10 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
-TASKS = ("piqa", "hellaswag", "openbookqa", "sciq", "arc_easy", "arc_challenge", "csqa", "winogrande")
-ABBREV = ("PIQA", "HS", "OBQA", "SciQ", "ARC-e", "ARC-c", "CSQA", "WG")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from versatileffn.paper import TASK_LABELS, TASKS, VARIANTS  # noqa: E402
+
+ABBREV = tuple(TASK_LABELS[t] for t in TASKS)
 # FACTS.md, 354M: (loss, avg acc) and FFN FLOPs (M)
 PAPER = {"base": (2.779, 47.98, 377.49), "moe": (2.585, 51.48, 471.86), "loop2": (2.631, 51.47, 754.98),
          "loop4": (2.625, 51.98, 1509.96), "loop6": (2.623, 51.94, 2264.96), "versatile": (2.617, 52.33, 1236.08),
@@ -19,10 +23,8 @@ PAPER = {"base": (2.779, 47.98, 377.49), "moe": (2.585, 51.48, 471.86), "loop2":
          "versatile-8c4": (2.617, 52.22, None), "versatile-16c4": (2.617, 51.72, None),
          "scratch-dense": (2.779, 47.98, None), "scratch-loop4": (2.641, 50.81, None),
          "scratch-versatile": (2.654, 51.14, None)}
-LABEL = {"pretrain-dense": "dense start (pre-trained, 1 epoch)", "base": "Base", "moe": "MoE", "loop2": "2-Loop", "loop4": "4-Loop", "loop6": "6-Loop",
-         "versatile": "VersatileFFN", "width": "width only", "depth": "depth only", "ungated": "width + depth, no gate",
-         "versatile-L2": "L_max 2", "versatile-L6": "L_max 6", "versatile-8c4": "experts 8-choose-4",
-         "versatile-16c4": "experts 16-choose-4", "scratch-dense": "Base (scratch)", "scratch-loop4": "4-Loop (scratch)",
+LABEL = {"pretrain-dense": "dense start (pre-trained, 1 epoch)", **{v.run: v.label for v in VARIANTS.values()},
+         "scratch-dense": "Base (scratch)", "scratch-loop4": "4-Loop (scratch)",
          "scratch-versatile": "VersatileFFN (scratch)"}
 TABLES = {"Table 1/2 — continued pre-training": ["pretrain-dense", "base", "moe", "loop2", "loop4", "loop6", "versatile"],
           "Table 3 — ablation (gating = VersatileFFN)": ["base", "width", "depth", "ungated", "versatile"],

@@ -29,12 +29,7 @@ from versatileffn.train import Trainer, load_run_config  # noqa: E402
 CONFIG = ROOT / "experiments" / "repro-small.yaml"
 # run name -> (FFN short name, extra overrides); "scratch-*" runs start from random weights
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "base": ("dense", []), "moe": ("moe", []), "loop2": ("loop2", []), "loop4": ("loop4", []),
-    "loop6": ("loop6", []), "versatile": ("versatile", []),
-    "width": ("versatile-width", []), "depth": ("versatile-depth", []), "ungated": ("versatile-ungated", []),
-    "versatile-L2": ("versatile", ["model.ffn.max_loops=2"]), "versatile-L6": ("versatile", ["model.ffn.max_loops=6"]),
-    "versatile-8c4": ("versatile", ["model.ffn.top_k=4"]),
-    "versatile-16c4": ("versatile", ["model.ffn.n_experts=16", "model.ffn.top_k=4"]),
+    **{v.run: (v.name, []) for v in PAPER_VARIANTS.values()},
     "scratch-dense": ("dense", []), "scratch-loop4": ("loop4", []), "scratch-versatile": ("versatile", []),
 }
 TABLES = {  # in the order they run: the most informative rows first

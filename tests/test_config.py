@@ -87,3 +87,17 @@ def test_registry_kinds_build_their_modules():
 def test_versatile_config_build():
     layer = VersatileFFNConfig(d_model=8, d_hidden=16).build()
     assert layer.router.weight.shape == (8, 8)
+
+
+def test_one_table_of_tasks_and_one_of_variants():
+    """The demo, the evaluator and the data module read versatileffn.paper (experiments/ too)."""
+    from versatileffn import demo, paper
+    from versatileffn.data import demo_corpus
+    from versatileffn.eval import tasks
+
+    assert tasks.TASKS is paper.TASKS and tasks.TASK_LABELS is paper.TASK_LABELS
+    assert demo_corpus.EVAL_TASKS is paper.TASKS and len(paper.TASKS) == 8
+    assert set(demo.DEMO_VARIANTS) <= set(paper.VARIANTS)
+    assert len({v.run for v in paper.VARIANTS.values()}) == len(paper.VARIANTS)
+    for name, variant in paper.VARIANTS.items():
+        assert variant.name == name and ffn_config_from_name(name).kind == variant.ffn["kind"]

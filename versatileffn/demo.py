@@ -19,14 +19,13 @@ from pathlib import Path
 
 import torch
 
+from .paper import TASK_LABELS
 from .paper import VARIANTS as PAPER_VARIANTS
 from .ffn.temperature import compressed_tau_decay
 from .flops import paper_formula_flops, static_ffn_flops_per_token
 from .train import Trainer, load_run_config
 
-VARIANTS = (("Base", "dense"), ("MoE", "moe"), ("2-Loop", "loop2"), ("4-Loop", "loop4"), ("VersatileFFN", "versatile"))
-TASK_ABBREV = {"piqa": "PIQA", "hellaswag": "HS", "openbookqa": "OBQA", "sciq": "SciQ", "arc_easy": "ARC-e",
-               "arc_challenge": "ARC-c", "csqa": "CSQA", "winogrande": "WG"}
+DEMO_VARIANTS = ("dense", "moe", "loop2", "loop4", "versatile")  # short names of versatileffn.paper.VARIANTS
 
 
 def parse_args(argv):
@@ -44,7 +43,7 @@ def parse_args(argv):
                    help="CPU intra-op threads (default 1: this model's small matrix products are latency-bound, and "
                         "on a machine shared with other jobs extra threads spin-wait; measured 6x faster than 2)")
     p.add_argument("--eval-limit", type=int, default=50, help="examples per benchmark task (0: skip accuracy)")
-    p.add_argument("--variants", default=",".join(k for _, k in VARIANTS), help="comma list of FFN short names")
+    p.add_argument("--variants", default=",".join(DEMO_VARIANTS), help="comma list of FFN short names")
     return p.parse_args(argv)
 
 
@@ -131,7 +130,7 @@ def markdown_table(rows: list[dict]) -> str:
             if t not in tasks:
                 tasks.append(t)
     head = ["Method", "Val loss", "Train loss", "Params (M)", "FFN FLOPs/token (M)", "Mean loops"]
-    head += [TASK_ABBREV.get(t, t) for t in tasks] + (["Avg"] if tasks else [])
+    head += [TASK_LABELS.get(t, t) for t in tasks] + (["Avg"] if tasks else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["method"], f"{r['val_loss']:.3f}", f"{r['train_loss']:.3f}", f"{r['params'] / 1e6:.3f}",
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    known = {k for _, k in VARIANTS}
+    known = set(DEMO_VARIANTS)
     wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in wanted if v not in known]
     if bad:
@@ -163,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     base_dir = out / "pretrain" / "final"
 
     rows = []
-    for method, ffn in VARIANTS:
+    for ffn in DEMO_VARIANTS:
         if ffn not in wanted:
             continue
+        method = PAPER_VARIANTS[ffn].label
         cfg = stage_config(args, data_dir, out / f"cpt-{ffn}", ffn, args.cpt_tokens, base_dir)
         trainer, result, secs = run_stage(cfg, f"continue {method}")
         val = result["val"]

@@ -56,7 +56,7 @@ def test_eval_our_model_end_to_end(our_model_dir, val_dir, tmp_path, capsys):
     assert rec["validation"]["loss"] > 0 and rec["validation"]["bpb"] > 0
     assert rec["versions"]["torch"] and rec["date"] and rec["command"].startswith("versatileffn eval")
     printed = capsys.readouterr().out
-    assert "| vffn-micro |" in printed and "ARC-C" in printed and "FFN FLOPs (M)" in printed
+    assert "| vffn-micro |" in printed and "ARC-c" in printed and "FFN FLOPs (M)" in printed
 
 
 def test_eval_hf_llama_and_compare(our_model_dir, tmp_path, olmo_tok, capsys):

