@@ -1,6 +1,6 @@
 """Benchmark suite entry point: ``python benchmarks/bench_ffn.py [--quick] [--out FILE]``.
 
-Same as ``versatileffn bench``; see versatileffn/benchmark.py for what is measured and how.
+Same as ``versatileffn bench``; see versatileffn/bench/ for what is measured and how.
 """
 import sys
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .. import benchmark
+from .. import bench
 
 
 def register(sub) -> None:
@@ -11,8 +11,8 @@ def register(sub) -> None:
     p.add_argument("--out", default=None,
                    help="JSON file to write (default benchmarks/results/bench_<device>_<UTC time>.json)")
     p.add_argument("--quick", action="store_true", help="tiny shapes (a smoke test; numbers mean nothing)")
-    p.add_argument("--sections", default=",".join(benchmark.SECTIONS),
-                   help=f"comma-separated subset of {','.join(benchmark.SECTIONS)}")
+    p.add_argument("--sections", default=",".join(bench.SECTIONS),
+                   help=f"comma-separated subset of {','.join(bench.SECTIONS)}")
     p.add_argument("--budget-s", type=float, default=540.0,
                    help="wall-clock budget; sections that would overrun are skipped and marked so")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -22,15 +22,15 @@ def register(sub) -> None:
 
 def run(args) -> int:
     sections = tuple(s for s in args.sections.split(",") if s)
-    unknown = sorted(set(sections) - set(benchmark.SECTIONS))
+    unknown = sorted(set(sections) - set(bench.SECTIONS))
     if unknown:
-        raise ValueError(f"unknown --sections {unknown}; choose from {list(benchmark.SECTIONS)}")
+        raise ValueError(f"unknown --sections {unknown}; choose from {list(bench.SECTIONS)}")
     if args.budget_s <= 0:
         raise ValueError(f"--budget-s must be > 0; got {args.budget_s}")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.out or f"benchmarks/results/bench_{'quick' if args.quick else 'full'}_{stamp}.json"
-    result = benchmark.run(out, quick=args.quick, budget_s=args.budget_s, sections=sections, device=args.device,
+    result = bench.run(out, quick=args.quick, budget_s=args.budget_s, sections=sections, device=args.device,
                            compile=not args.no_compile)
-    print("\n".join(benchmark.summary_lines(result)))
+    print("\n".join(bench.summary_lines(result)))
     print(f"wrote {out}")
     return 0
