@@ -21,6 +21,7 @@ import torch
 
 from .paper import TASK_LABELS
 from .paper import VARIANTS as PAPER_VARIANTS
+from .ffn import ffn_config_from_name
 from .ffn.temperature import compressed_tau_decay
 from .flops import paper_formula_flops, static_ffn_flops_per_token
 from .train import Trainer, load_run_config
@@ -71,7 +72,7 @@ def prepare_demo_data(data_dir: Path, vocab: int) -> Path:
 
 def stage_config(args, data_dir: Path, out_dir: Path, ffn: str, tokens: int, init_from: Path | None):
     overrides = [f"train.lr={args.cpt_lr}"] if init_from is not None else []
-    if PAPER_VARIANTS[ffn].ffn["kind"] == "versatile":
+    if hasattr(ffn_config_from_name(ffn), "tau_decay"):  # a Gumbel loop sample: the schedule fits the run
         steps = tokens // load_run_config(args.config, list(args.overrides)).train.global_batch_tokens
         overrides.append(f"model.ffn.tau_decay={compressed_tau_decay(steps)}")
     overrides += list(args.overrides) + [f"data.path={data_dir}", f"train.out_dir={out_dir}",

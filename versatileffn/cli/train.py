@@ -14,7 +14,8 @@ def register(sub) -> None:
                                      "paper-720m); default tiny-cpu, or with --resume the run folder's config.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=3e-4 --set model.ffn.kind=versatile")
-    p.add_argument("--ffn", choices=sorted(VARIANTS), help="FFN kind by short name (replaces model.ffn)")
+    p.add_argument("--ffn", choices=sorted(VARIANTS),
+                   help="FFN by the paper's short name (replaces model.ffn; --set model.ffn.* adjusts it)")
     p.add_argument("--data", help="prepared token folder (data.path)")
     p.add_argument("--out", help="run folder (train.out_dir)")
     p.add_argument("--init-from", help="continued pre-training from a dense model folder (train.init_from)")
@@ -29,8 +30,8 @@ def build_config(args):
     if args.ffn and args.hf_model:
         raise ValueError("--ffn cannot be combined with --hf-model: a converted model's FFN options come from its "
                          "folder (set them at `versatileffn convert`)")
-    if args.ffn:
-        overrides += [f"model.ffn.{k}={v}" for k, v in VARIANTS[args.ffn].ffn.items()]
+    if args.ffn:  # the variant's whole FFN section first; --set model.ffn.* then adjusts it
+        overrides.insert(0, f"model.ffn={json.dumps(VARIANTS[args.ffn].ffn)}")
     for flag, key in ((args.data, "data.path"), (args.out, "train.out_dir"), (args.init_from, "train.init_from"),
                       (args.hf_model, "train.hf_model")):
         if flag:

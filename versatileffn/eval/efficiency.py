@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..ffn.control import FFNControl
 from ..flops import (FLOP_CONVENTIONS, base_ffn_flops_per_token, executed_ffn_flops, moe_ffn_flops_per_token,
-                     swiglu_flops)
+                     static_ffn_flops_per_token, swiglu_flops)
 
 
 def parameter_counts(model) -> dict:
@@ -41,12 +41,14 @@ def flop_accounting(model, stats_by_task: dict[str, list[dict]] | None) -> dict:
                 "per_task": {}}
     cfg = model.ffn_model_config()  # our LM's config, or the equivalent one of a converted HF model
     out = {"convention": FLOP_CONVENTIONS, "base": base_ffn_flops_per_token(cfg), "per_task": {}}
-    out["moe"] = moe_ffn_flops_per_token(cfg) if cfg.ffn.kind in ("moe", "versatile") else None
+    has_experts = hasattr(cfg.ffn, "top_k")  # MoE / VersatileFFN: the MoE baseline of the same experts
+    out["moe"] = moe_ffn_flops_per_token(cfg) if has_experts else None
+    static = static_ffn_flops_per_token(cfg) is not None  # the cost does not depend on the data
     stats_by_task = stats_by_task or {}
     for task, stats in stats_by_task.items():
-        if any(s.get("tokens") for s in stats) or cfg.ffn.kind != "versatile":
+        if any(s.get("tokens") for s in stats) or static:
             out["per_task"][task] = executed_ffn_flops(cfg, stats)
-    if cfg.ffn.kind != "versatile":
+    if static:
         out["all_tasks"] = executed_ffn_flops(cfg, [])
     elif stats_by_task:
         out["all_tasks"] = executed_ffn_flops(cfg, merge_layer_stats(stats_by_task))

@@ -85,7 +85,7 @@ def generate_until(model, tokenizer, requests: list[tuple[str, dict]], max_gen_t
         new = [t for t in y[0, len(ids):].tolist()]
         if tok.eos_id in new:
             new = new[:new.index(tok.eos_id)]
-        text = tok.decode(new) if hasattr(tok, "decode") else tok.tok.decode(new)
+        text = tok.decode(new)
         for stop in until:
             if stop and stop in text:
                 text = text[:text.index(stop)]

@@ -42,6 +42,9 @@ class HFTokenizerView:
     def encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False)  # OLMES / lm-eval: no BOS unless asked
 
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids)
+
 
 def as_tokenizer(tokenizer):
     """``versatileffn.tokenizer.Tokenizer`` as is; a transformers tokenizer wrapped."""
