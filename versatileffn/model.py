@@ -159,7 +159,7 @@ class FFNControl:
         if cap is not None and (not isinstance(cap, int) or cap < 1):
             raise ValueError(f"inference loop cap must be None or an integer >= 1; got {cap!r}")
         for m in self.versatile_layers():
-            m.inference_loop_cap = cap
+            m.runtime.loop_cap = cap
 
     def reset_ffn_stats(self) -> None:
         for m in self.ffn_layers():

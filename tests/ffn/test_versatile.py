@@ -47,7 +47,7 @@ def test_eval_matches_token_by_token_reference(d_expert):
 
 def test_eval_loop_cap_matches_reference():
     layer = make().eval()
-    layer.inference_loop_cap = 2
+    layer.runtime.loop_cap = 2
     x = torch.randn(2, 9, D)
     assert torch.allclose(layer(x), ref.reference_eval(layer, x), atol=1e-5)
     assert layer.stats.summary()["loop_histogram"][2:] == [0, 0]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ffn import VersatileFFN
+from ..ffn.fusion import width_weight
 
 
 def find_versatile_layers(model: torch.nn.Module) -> list[tuple[str, VersatileFFN]]:
@@ -49,7 +50,7 @@ def set_loop_cap(model: torch.nn.Module, layers: list[tuple[str, VersatileFFN]],
         if cap is not None and (not isinstance(cap, int) or cap < 1):
             raise ValueError(f"inference loop cap must be None or an integer >= 1; got {cap!r}")
         for _, layer in layers:
-            layer.inference_loop_cap = cap
+            layer.runtime.loop_cap = cap
 
 
 @torch.no_grad()
@@ -66,10 +67,7 @@ def token_quantities(layer: VersatileFFN, h_btd: torch.Tensor) -> dict[str, torc
     if layer.uses_depth:
         L = layer.max_loops
         loops_n = layer._predicted_loops(h_nd)
-        if layer.mode == "ungated":
-            lam_n = torch.full(loops_n.shape, 0.5, device=loops_n.device)
-        else:
-            lam_n = (L - loops_n).float() / L  # Eq. 13 at inference
+        lam_n = width_weight(layer.mode, L, loops_n)  # Eq. 13 at inference; None without a fusion
         cur = h_nd + layer.down_proj(a_nh)  # H^(1)
         y_depth = cur.clone()
         for loop in range(2, int(loops_n.max()) + 1):
