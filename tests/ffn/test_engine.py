@@ -10,7 +10,7 @@ import torch
 
 from versatileffn.config import VersatileFFNConfig
 from versatileffn.ffn import VersatileFFN, engine, ragged
-from versatileffn.ffn.versatile import RuntimeOptions
+from versatileffn.ffn.runtime import RuntimeOptions
 
 D, H, L = 32, 64, 4
 MODES = ["gated", "ungated", "depth"]

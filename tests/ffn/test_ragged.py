@@ -115,6 +115,29 @@ def test_add_rows_and_rms_norm_rows(dtype):
     assert torch.isnan(u[n:]).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_combine_rows_reads_only_the_rows_of_tokens_with_a_width_path(dtype):
+    """Eq. 8 + 3 in input order: lerp(depth[inverse], h + sum_k g_k y[pos_k], lambda) where lambda > 0."""
+    n, k, d = 9, 2, 16
+    order_n = torch.randperm(n)
+    inverse_n = torch.argsort(order_n)
+    depth = torch.randn(n, d, dtype=dtype)
+    h = torch.randn(n, d, dtype=dtype)
+    order_m = torch.randperm(n * k)
+    pos = torch.argsort(order_m).view(n, k)
+    gates = torch.softmax(torch.randn(n, k), -1)
+    lam = torch.tensor([0.0, 0.25, 0.5, 0.75, 0.0, 0.25, 0.0, 0.5, 0.75])
+    y = torch.randn(n * k, d, dtype=dtype)
+    y[pos[lam == 0].flatten()] = float("nan")  # garbage: the rows of tokens without a width path
+    out = ragged.combine_rows(depth, inverse_n, h, y, pos, order_m, gates, lam)
+    y_depth = depth[inverse_n]
+    y_width = h + (gates.to(dtype).unsqueeze(-1) * y[pos]).sum(1)
+    expected = torch.where((lam > 0).unsqueeze(-1), torch.lerp(y_depth, y_width, lam.to(dtype).unsqueeze(-1)),
+                           y_depth)
+    assert torch.isfinite(out).all()
+    close(out, expected, dtype)
+
+
 def test_compute_dtype_follows_autocast():
     x = torch.randn(2, 8)
     assert ragged.compute_dtype(x) == torch.float32

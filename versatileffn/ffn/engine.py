@@ -19,31 +19,37 @@ import torch
 
 from .fast import count_values, permute_rows, select_loop_states
 from .fusion import fuse, width_weight
-from .ragged import (add_rows_, compute_dtype, gmm_fits, gmm_operand, gmm_runs, linear_grad_rows, poison_rows,
-                     ragged_mm, rms_norm_rows, swiglu_grad_rows, swiglu_rows, zero_grad_past)
+from .ragged import (add_rows_, combine_rows, compute_dtype, gather_sum, gmm_fits, gmm_operand, gmm_runs,
+                     linear_grad_rows, poison_rows, ragged_mm, rms_norm_rows, swiglu_grad_rows, swiglu_rows,
+                     zero_grad_past)
 
 
 def sort_by_depth(loops_n: torch.Tensor, max_loops: int):
-    """Order of tokens by l_hat (descending), its inverse, and n [L_max - 1] int32: n[l - 2] = #{l_hat >= l},
-    the live prefix of loop l = 2..L_max (loop 1 runs on every token)."""
+    """Order of tokens by l_hat (descending), its inverse, the loop histogram [L_max] (tokens with l_hat = l)
+    and live [L_max - 1] int32: live[l - 2] = #{l_hat >= l}, the prefix that runs loop l = 2..L_max."""
     order = torch.argsort(loops_n, descending=True, stable=True)
-    positions = torch.arange(order.shape[0], device=order.device)
-    inverse = torch.empty_like(order).scatter_(0, order, positions)
-    thresholds = torch.arange(2, max_loops + 1, device=loops_n.device)
-    live = (loops_n.unsqueeze(-1) >= thresholds).sum(0, dtype=torch.int32)
-    return order, inverse, live
+    inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.shape[0], device=order.device))
+    hist = count_values(loops_n - 1, max_loops)
+    live = hist.flip(0).cumsum(0).flip(0)[1:].to(torch.int32)
+    return order, inverse, hist, live
+
+
+def uses_grouped_width(layer, a_nh: torch.Tensor) -> bool:
+    dt = compute_dtype(a_nh)
+    return gmm_runs(a_nh.device, dt) and gmm_fits(dt, layer.config.expert_dim, layer.d_model)
 
 
 # ------------------------------------------------------------------------------------------ width
 
 
-def grouped_width(layer, h_nd: torch.Tensor, a_nh: torch.Tensor, active_n: torch.Tensor | None = None):
-    """Eq. 6-8 per (token, expert) assignment: Y_width = H + sum_k g_k norm(W_out^(k) a[I_k]) (norm: the
-    identity for a pre-norm F), one grouped GEMM over expert-sorted assignments (K/N of a down projection).
+def expert_outputs(layer, h_nd: torch.Tensor, a_nh: torch.Tensor, active_n: torch.Tensor | None = None):
+    """Eq. 6 per (token, expert) assignment: y = norm(W_out^(k) a[I_k]) (norm: the identity for a pre-norm F),
+    one grouped GEMM over the assignments sorted by expert: K/N of a down projection per token.
 
     active_n: tokens whose assignments run (None: all); the others are sorted past the last offset and never
-    computed, so their rows of Y_width are garbage. Returns (Y_width, router logits, experts for the
-    statistics: n_experts where a token is inactive).
+    computed, so their rows of y are garbage. Returns a dict: y [n*K, d] (expert order), pos [n, K] (row of
+    each token's k-th assignment), order (its inverse), gates and experts [n, K], router logits [n, N],
+    expert_counts [N] (of the assignments that ran).
     """
     logits_ne, gates_nk, experts_nk, _ = layer._route(h_nd)
     m, k = experts_nk.shape
@@ -51,30 +57,26 @@ def grouped_width(layer, h_nd: torch.Tensor, a_nh: torch.Tensor, active_n: torch
     key = experts_nk if active_n is None else torch.where(active_n.unsqueeze(-1), experts_nk, n_experts)
     flat = key.reshape(-1)
     order = torch.argsort(flat, stable=True)
-    inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.shape[0], device=order.device))
-    offsets = torch.cumsum(count_values(flat, n_experts), 0).to(torch.int32)
+    pos = torch.empty_like(order).scatter_(0, order, torch.arange(order.shape[0], device=order.device))
+    counts = count_values(flat, n_experts)
+    offsets = torch.cumsum(counts, 0).to(torch.int32)
     dt = compute_dtype(a_nh)
     width, step = layer.config.expert_dim, max(layer.config.expert_stride, 1)
     windows = a_nh.to(dt).unfold(1, width, step)[:, :n_experts].reshape(m * n_experts, width)  # Eq. 5 slices
     slot = (order // k) * n_experts + experts_nk.reshape(-1).index_select(0, order)
     w_out = layer.down_proj.weight.to(dt).t().unfold(0, width, step)[:n_experts].transpose(1, 2)  # [N, d_e, d]
-    y_md = torch._grouped_mm(windows.index_select(0, slot), gmm_operand(w_out), offs=offsets)  # Eq. 6
-    y_md = poison_rows(y_md, offsets[-1:])
-    gates_m = gates_nk.reshape(-1).index_select(0, order).to(y_md.dtype).unsqueeze(-1)
-    y_md = layer.output_norm(y_md) * gates_m
-    y_nd = permute_rows(y_md, inverse, order).view(m, k, -1).sum(1)  # Eq. 8: back to tokens, sum over K
-    return h_nd + y_nd, logits_ne, key
+    y_md = torch._grouped_mm(windows.index_select(0, slot), gmm_operand(w_out), offs=offsets)
+    return {"y": layer.output_norm(poison_rows(y_md, offsets[-1:])), "pos": pos.view(m, k), "order": order,
+            "gates": gates_nk, "experts": experts_nk, "logits": logits_ne, "expert_counts": counts}
 
 
-def width_rows(layer, h_nd, a_nh, active_n=None):
-    """The width path for the engine: grouped where torch._grouped_mm runs, the layer's plain one otherwise."""
-    dt = compute_dtype(a_nh)
-    if gmm_runs(a_nh.device, dt) and gmm_fits(dt, layer.config.expert_dim, layer.d_model):
-        return grouped_width(layer, h_nd, a_nh, active_n)
-    y_nd, logits_ne, experts_nk = layer._width(h_nd, a_nh)
-    if active_n is not None:
-        experts_nk = torch.where(active_n.unsqueeze(-1), experts_nk, layer.n_experts)
-    return y_nd, logits_ne, experts_nk
+def width_path(layer, h_nd: torch.Tensor, a_nh: torch.Tensor):
+    """Y_width (Eq. 8) on every token, differentiable: grouped where torch._grouped_mm runs, the layer's own
+    path otherwise. -> (Y_width, router logits, experts)."""
+    if not uses_grouped_width(layer, a_nh):
+        return layer._width(h_nd, a_nh)
+    e = expert_outputs(layer, h_nd, a_nh)
+    return h_nd + gather_sum(e["y"], e["pos"], e["order"], e["gates"]), e["logits"], e["experts"]
 
 
 # ------------------------------------------------------------------------------------------- eval
@@ -91,24 +93,28 @@ def _ragged_step_(layer, cur: torch.Tensor, n: torch.Tensor) -> None:
 
 @torch.no_grad()
 def eval_forward(layer, h_nd: torch.Tensor, loops_n: torch.Tensor):
-    """Each token runs exactly l_hat loops; the width path only where lambda > 0. -> (Y, lambda, experts)."""
+    """Each token runs exactly l_hat loops; the width path only where lambda > 0.
+    -> (Y, loop histogram [L_max], expert counts [N] or None)."""
     mode, max_loops = layer.mode, layer.max_loops
-    order, inverse, live = sort_by_depth(loops_n, max_loops)
-    h_nd = h_nd.index_select(0, order)
-    lam_n = width_weight(mode, max_loops, loops_n.index_select(0, order))
-    a_nh = layer.hidden(h_nd)  # loop 1's activations, shared with the width path
-    y_depth = h_nd + layer.down_proj(a_nh)  # H^(1): every token runs loop 1
+    order, inverse, hist, live = sort_by_depth(loops_n, max_loops)
+    a_nh = layer.hidden(h_nd)  # loop 1's activations (every token runs loop 1), shared with the width path
+    depth = (h_nd + layer.down_proj(a_nh)).index_select(0, order)  # H^(1), sorted by l_hat
     for loop in range(2, max_loops + 1):
-        _ragged_step_(layer, y_depth, live[loop - 2:loop - 1])
-    experts_nk = None
-    y_nd = y_depth
-    if mode != "depth":
-        active_n = lam_n > 0 if mode == "gated" else None  # lambda = 0 (l_hat = L_max): no width path
-        y_width, _, experts_nk = width_rows(layer, h_nd, a_nh, active_n)
-        y_nd = fuse(y_width, y_depth, lam_n)
-        if active_n is not None:  # select, never weight: garbage rows may hold NaN
-            y_nd = torch.where(active_n.unsqueeze(-1), y_nd, y_depth)
-    return y_nd.index_select(0, inverse), lam_n, experts_nk
+        _ragged_step_(layer, depth, live[loop - 2:loop - 1])
+    if mode == "depth":
+        return depth.index_select(0, inverse), hist, None
+    lam_n = width_weight(mode, max_loops, loops_n)
+    active_n = lam_n > 0 if mode == "gated" else None  # lambda = 0 (l_hat = L_max): no width path
+    if uses_grouped_width(layer, a_nh):
+        e = expert_outputs(layer, h_nd, a_nh, active_n)
+        y_nd = combine_rows(depth, inverse, h_nd, e["y"], e["pos"], e["order"], e["gates"], lam_n)
+        return y_nd, hist, e["expert_counts"]
+    y_depth = depth.index_select(0, inverse)
+    y_width, _, experts_nk = layer._width(h_nd, a_nh)
+    if active_n is not None:
+        experts_nk = torch.where(active_n.unsqueeze(-1), experts_nk, layer.n_experts)  # not counted
+    y_nd = torch.where((lam_n > 0).unsqueeze(-1), fuse(y_width, y_depth, lam_n), y_depth)
+    return y_nd, hist, count_values(experts_nk, layer.n_experts)
 
 
 # --------------------------------------------------------------------------------------- training
@@ -127,7 +133,7 @@ def train_forward(layer, h_nd: torch.Tensor, p_nl: torch.Tensor, loops_n: torch.
     """Algorithm 1 with backward only up to each token's sampled depth. p_nl: the straight-through sample
     (forward value one-hot(loops_n)). -> (Y, lambda, router logits, experts)."""
     mode, max_loops = layer.mode, layer.max_loops
-    order, inverse, live = sort_by_depth(loops_n, max_loops)
+    order, inverse, _, live = sort_by_depth(loops_n, max_loops)
     h_nd, p_nl = permute_rows(h_nd, order, inverse), permute_rows(p_nl, order, inverse)
     a_nh = layer.hidden(h_nd)
     states = [h_nd + layer.down_proj(a_nh)]  # H^(1): every token has l_hat >= 1
@@ -137,6 +143,6 @@ def train_forward(layer, h_nd: torch.Tensor, p_nl: torch.Tensor, loops_n: torch.
     lam_n = width_weight(mode, max_loops, p_nl)
     y_width = logits_ne = experts_nk = None
     if mode != "depth":  # every token: lambda's gradient needs Y_width where its value is 0
-        y_width, logits_ne, experts_nk = width_rows(layer, h_nd, a_nh)
+        y_width, logits_ne, experts_nk = width_path(layer, h_nd, a_nh)
     y_nd = fuse(y_width, y_depth, lam_n)
     return permute_rows(y_nd, inverse, order), lam_n, logits_ne, experts_nk

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from .common import RMSNorm
+from .fast import permute_rows
+from .fusion import fuse
 
 try:
     from . import ragged_kernels as _kernels
@@ -136,6 +138,28 @@ def rms_norm_rows(norm: torch.nn.Module, x: torch.Tensor, n: torch.Tensor) -> to
     return poison_rows(norm(x), n)
 
 
+def gather_sum(y_md: torch.Tensor, pos_nk: torch.Tensor, order_m: torch.Tensor, weights_nk: torch.Tensor):
+    """sum_k w[t, k] y[pos[t, k]] for every token t -> [n, d], differentiable. pos flattened is a permutation of
+    y's rows and order_m its inverse. Token t reads only its own K rows: garbage in other rows stays there."""
+    n, k = pos_nk.shape
+    rows = permute_rows(y_md, pos_nk.reshape(-1), order_m).view(n, k, -1)
+    return torch.bmm(weights_nk.to(y_md.dtype).unsqueeze(1), rows).squeeze(1)
+
+
+def combine_rows(depth_sorted: torch.Tensor, inverse_n: torch.Tensor, h_nd: torch.Tensor, y_md: torch.Tensor,
+                 pos_nk: torch.Tensor, order_m: torch.Tensor, gates_nk: torch.Tensor,
+                 lam_n: torch.Tensor) -> torch.Tensor:
+    """Eq. 8 and 3 per token, in input order (eval): Y_depth = depth_sorted[inverse], Y_width = H + sum_k g_k
+    y[pos_k]; out = lerp(Y_depth, Y_width, lambda) where lambda > 0, Y_depth where lambda = 0 (there the y rows
+    are garbage and are never read). One Triton kernel, or the same in torch ops."""
+    if _uses_kernels(h_nd) and all(t.is_contiguous() for t in (depth_sorted, h_nd, pos_nk, gates_nk, lam_n)):
+        args = (depth_sorted, inverse_n, h_nd, y_md, pos_nk, gates_nk.float(), lam_n.float())
+        return _kernel(_combine_op, _combine_kernel)(*args)
+    y_depth = depth_sorted.index_select(0, inverse_n)
+    y_width = h_nd + gather_sum(y_md, pos_nk, order_m, gates_nk)
+    return torch.where((lam_n > 0).unsqueeze(-1), fuse(y_width, y_depth, lam_n), y_depth)
+
+
 # ------------------------------------------------------------------------------ Triton kernels as ops
 # Eager calls launch the kernels directly; a compiled graph calls them as opaque custom ops (dynamo does not
 # trace into them, and the graph keeps them in place, CUDA graphs included).
@@ -163,6 +187,11 @@ def _add_kernel(x: torch.Tensor, y: torch.Tensor, n: torch.Tensor) -> None:
     _kernels.add_rows_(x, y, n)
 
 
+def _combine_kernel(depth: torch.Tensor, inverse: torch.Tensor, h: torch.Tensor, y: torch.Tensor, pos: torch.Tensor,
+                    gates: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    return _kernels.combine(torch.empty_like(depth), depth, inverse, h, y, pos, gates, lam)
+
+
 def _rms_norm_kernel(x: torch.Tensor, weight: torch.Tensor, eps: float, n: torch.Tensor) -> torch.Tensor:
     return _kernels.rms_norm_rows(x, weight, eps, n, _unwritten(x))
 
@@ -172,10 +201,12 @@ _swiglu_backward_op = torch.library.custom_op("versatileffn::swiglu_rows_backwar
                                               mutates_args=())
 _add_op = torch.library.custom_op("versatileffn::add_rows_", _add_kernel, mutates_args=("x",))
 _rms_norm_op = torch.library.custom_op("versatileffn::rms_norm_rows", _rms_norm_kernel, mutates_args=())
+_combine_op = torch.library.custom_op("versatileffn::combine_rows", _combine_kernel, mutates_args=())
 _swiglu_op.register_fake(lambda g, v, n: torch.empty_like(g))
 _swiglu_backward_op.register_fake(lambda da, g, v, n: (torch.empty_like(g), torch.empty_like(v)))
 _add_op.register_fake(lambda x, y, n: None)
 _rms_norm_op.register_fake(lambda x, weight, eps, n: torch.empty_like(x))
+_combine_op.register_fake(lambda depth, inverse, h, y, pos, gates, lam: torch.empty_like(depth))
 
 
 # ------------------------------------------------------------------------- backward restricted to rows < n

@@ -85,6 +85,24 @@ def _rms_norm_rows(x_ptr, w_ptr, out_ptr, n_ptr, width, stride_x, stride_out, ep
     tl.store(out_ptr + r * stride_out + c, y.to(dt), mask=mask)
 
 
+@triton.jit
+def _combine(out_ptr, depth_ptr, inverse_ptr, h_ptr, y_ptr, pos_ptr, gate_ptr, lam_ptr, m, width, stride_out,
+             stride_depth, stride_h, stride_y, K: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+    r, c, mask = _tile(m, width, ROWS, COLS)  # rows: tokens in input order
+    token = r < m
+    y_depth = tl.load(depth_ptr + tl.load(inverse_ptr + r, mask=token, other=0) * stride_depth + c, mask=mask,
+                      other=0.0).to(tl.float32)
+    lam = tl.load(lam_ptr + r, mask=token, other=0.0)
+    width_mask = mask & (lam > 0)  # lambda = 0: the width rows are garbage, never read
+    y_width = tl.load(h_ptr + r * stride_h + c, mask=width_mask, other=0.0).to(tl.float32)
+    for k in tl.static_range(K):
+        pos = tl.load(pos_ptr + r * K + k, mask=token, other=0)
+        gate = tl.load(gate_ptr + r * K + k, mask=token, other=0.0)
+        y_width += gate * tl.load(y_ptr + pos * stride_y + c, mask=width_mask, other=0.0).to(tl.float32)
+    out = tl.where(lam > 0, y_depth + lam * (y_width - y_depth), y_depth)
+    tl.store(out_ptr + r * stride_out + c, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
 def _grid(rows: int, cols: int) -> tuple[int, int]:
     return triton.cdiv(max(rows, 1), ROWS), triton.cdiv(max(cols, 1), COLS)
 
@@ -107,9 +125,17 @@ def add_rows_(x: torch.Tensor, y: torch.Tensor, n: torch.Tensor) -> None:
     _add_rows[_grid(m, width)](x, y, n, width, x.stride(0), y.stride(0), ROWS=ROWS, COLS=COLS)
 
 
-def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float, n: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def rms_norm_rows(x: torch.Tensor, weight: torch.Tensor, eps: float, n: torch.Tensor,
+                  out: torch.Tensor) -> torch.Tensor:
     m, width = x.shape
     grid = (triton.cdiv(max(m, 1), ROWS),)
     _rms_norm_rows[grid](x, weight, out, n, width, x.stride(0), out.stride(0), eps, ROWS=ROWS,
                          BLOCK=triton.next_power_of_2(width))
+    return out
+
+
+def combine(out, depth, inverse, h, y, pos, gates, lam) -> torch.Tensor:
+    m, width = out.shape
+    _combine[_grid(m, width)](out, depth, inverse, h, y, pos, gates, lam, m, width, out.stride(0), depth.stride(0),
+                              h.stride(0), y.stride(0), K=pos.shape[1], ROWS=ROWS, COLS=COLS)
     return out

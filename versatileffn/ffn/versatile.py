@@ -29,8 +29,6 @@ tests force loop mixes with it).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -41,41 +39,8 @@ from .common import attach_aux_loss, check_sublayer_input, fp32_logits, switch_b
 from .dense import DenseFFN
 from .fast import count_values, is_recomputing, select_loop_states, sort_by_loops
 from .fusion import fuse, width_weight
-from .ragged import compute_dtype, gmm_runs
+from .runtime import RuntimeOptions, given_loops
 from .stats import FFNStats
-
-IMPLS = ("auto", "engine", "plain")
-
-
-@dataclass
-class RuntimeOptions:
-    """The layer's run-time knobs (``layer.runtime``), checked when set.
-
-    loop_cap: None or k >= 1, clip l_hat at k loops at inference. impl: eval forward, "auto" | "engine" |
-    "plain". depth_grad: training forward, "auto" | "full" | "exact" (module docstring).
-    """
-
-    loop_cap: int | None = None
-    impl: str = "auto"
-    depth_grad: str = "auto"
-
-    def __setattr__(self, name: str, value) -> None:
-        if name == "loop_cap" and not (value is None or (isinstance(value, int) and value >= 1)):
-            raise ValueError(f"inference loop cap must be None or an integer >= 1; got {value!r}")
-        if name == "impl" and value not in IMPLS:
-            raise ValueError(f"impl must be one of {IMPLS}; got {value!r}")
-        if name == "depth_grad" and value not in DEPTH_GRAD_MODES:
-            raise ValueError(f"depth_grad must be one of {DEPTH_GRAD_MODES}; got {value!r}")
-        super().__setattr__(name, value)
-
-    def eval_engine(self, h: torch.Tensor) -> bool:
-        return self.impl == "engine" or (self.impl == "auto" and h.is_cuda)
-
-    def exact_depth_grad(self, h: torch.Tensor) -> bool:
-        if self.depth_grad == "auto":  # exact pays off where its backward GEMMs skip rows without a host read
-            return h.is_cuda and gmm_runs(h.device, compute_dtype(h))
-        return self.depth_grad == "exact"
-
 
 class VersatileFFN(DenseFFN):
     # F's norm sits after W_out in a post-norm sublayer (HF OLMo2): ``output_norm`` applies it, and the width
@@ -177,7 +142,15 @@ class VersatileFFN(DenseFFN):
     @torch.no_grad()
     def _record(self, n: int, loops_n: torch.Tensor | None, lam_n: torch.Tensor | None,
                 experts_nk: torch.Tensor | None) -> None:
-        """experts_nk: value n_experts marks an assignment that did not run (not counted)."""
+        """Per-token values; experts_nk: value n_experts marks an assignment that did not run (not counted)."""
+        # comparison counts rather than bincount: no sync, no atomics, static shapes (torch.compile)
+        self._record_counts(n, None if loops_n is None else count_values(loops_n - 1, self.max_loops),
+                            None if lam_n is None else lam_n.sum(),
+                            None if experts_nk is None else count_values(experts_nk, self.n_experts))
+
+    @torch.no_grad()
+    def _record_counts(self, n: int, loop_counts: torch.Tensor | None, lambda_sum: torch.Tensor | None,
+                       expert_counts: torch.Tensor | None) -> None:
         if is_recomputing():  # activation checkpointing re-runs the forward: count each token once
             return
         s = self.stats
@@ -185,13 +158,9 @@ class VersatileFFN(DenseFFN):
         if s.n_tokens.device != dev:
             self.stats = s = s.to(dev)
         s.n_tokens += n
-        # comparison counts rather than bincount: no sync, no atomics, static shapes (torch.compile)
-        if loops_n is not None:
-            s.loop_counts += count_values(loops_n - 1, self.max_loops).to(s.loop_counts)
-        if lam_n is not None:
-            s.lambda_sum += lam_n.sum().to(s.lambda_sum)
-        if experts_nk is not None:
-            s.expert_counts += count_values(experts_nk, self.n_experts).to(s.expert_counts)
+        for total, part in ((s.loop_counts, loop_counts), (s.lambda_sum, lambda_sum), (s.expert_counts, expert_counts)):
+            if part is not None:
+                total += part.to(total)
 
     # ------------------------------------------------------------------------------------------ pieces
 
@@ -246,29 +215,13 @@ class VersatileFFN(DenseFFN):
             loops_n = loops_n.clamp(max=self.runtime.loop_cap)
         return loops_n
 
-    def _given_loops(self, loops: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
-        if loops is None:
-            return None
-        if self.mode == "width":
-            raise ValueError("loops= needs the depth path; mode='width' has none")
-        if not isinstance(loops, torch.Tensor) or loops.is_floating_point() or loops.is_complex():
-            raise TypeError(f"loops must be an integer tensor of per-token loop counts; got {loops!r:.80}")
-        n = x.shape[0] * x.shape[1]
-        if tuple(loops.shape) not in (tuple(x.shape[:-1]), (n,)):
-            raise ValueError(f"loops must have shape {tuple(x.shape[:-1])} or ({n},) for x of shape "
-                             f"{tuple(x.shape)}; got {tuple(loops.shape)}")
-        host_check = loops.device.type == "cpu" or self.check_finite  # a value check would sync on the GPU
-        if host_check and not torch.compiler.is_compiling() and bool(((loops < 1) | (loops > self.max_loops)).any()):
-            raise ValueError(f"loops must lie in [1, max_loops={self.max_loops}]")
-        return loops.reshape(-1).to(device=x.device, dtype=torch.long)
-
     # ----------------------------------------------------------------------------------------- forward
 
     def forward(self, x: torch.Tensor, loops: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, T, d] -> [B, T, d]. loops: per-token loop counts ([B, T] or [B*T], in 1..L_max) to run instead
         of the loop head's choice (training: instead of the sampled depth; the gradient stays the soft p's)."""
         check_sublayer_input(x, self.d_model, self.check_finite, type(self).__name__)
-        loops_n = self._given_loops(loops, x)
+        loops_n = given_loops(loops, x, self.mode, self.max_loops, check_values=self.check_finite)
         h_nd = x.reshape(-1, self.d_model)
         y_nd = self._forward_train(h_nd, loops_n) if self.training else self._forward_eval(h_nd, loops_n)
         return y_nd.view_as(x)
@@ -316,11 +269,14 @@ class VersatileFFN(DenseFFN):
             return y_nd
         loops_n = self._predicted_loops(h_nd) if given_n is None else given_n
         builds_graph = torch.is_grad_enabled() and (h_nd.requires_grad or self.down_proj.weight.requires_grad)
-        if self.runtime.eval_engine(h_nd) and not builds_graph:
-            y_nd, lam_n, experts_nk = engine.eval_forward(self, h_nd, loops_n)
-        else:
+        if not self.runtime.eval_engine(h_nd) or builds_graph:
             y_nd, lam_n, experts_nk = self._eval_plain(h_nd, loops_n)
-        self._record(h_nd.shape[0], loops_n, lam_n, experts_nk)
+            self._record(h_nd.shape[0], loops_n, lam_n, experts_nk)
+            return y_nd
+        y_nd, loop_counts, expert_counts = engine.eval_forward(self, h_nd, loops_n)
+        lam_l = width_weight(self.mode, self.max_loops, torch.arange(1, self.max_loops + 1, device=h_nd.device))
+        self._record_counts(h_nd.shape[0], loop_counts, None if lam_l is None else (loop_counts * lam_l).sum(),
+                            expert_counts)
         return y_nd
 
     def _eval_plain(self, h_nd: torch.Tensor, loops_n: torch.Tensor):
