@@ -45,8 +45,8 @@ def test_ragged_mm_falls_back_for_unaligned_rows():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_linear_grad_rows_backward_only_for_live_rows(dtype):
-    n = 7
+@pytest.mark.parametrize("n", [0, 7, M])  # n = 0: the weight gradient of an empty group is exactly zero
+def test_linear_grad_rows_backward_only_for_live_rows(dtype, n):
     x = torch.randn(M, K, dtype=dtype, requires_grad=True)
     w = torch.randn(N_OUT, K, dtype=dtype, requires_grad=True)
     dy = torch.randn(M, N_OUT, dtype=dtype)

@@ -10,8 +10,8 @@ No host ever reads n, so code built from these ops has static shapes, never sync
 * ``zero_grad_past``: the identity; its backward zeroes gradient rows >= n (where garbage gradients stop).
 
 Garbage never meets arithmetic that mixes rows: callers select with ``torch.where`` (never multiply by 0:
-NaN * 0 = NaN). Routes, chosen per call: ``torch._grouped_mm`` with one group and ``offs=n`` (CUDA sm_90/
-sm_100 bf16; CPU bf16/fp32) and Triton kernels that read n from device memory (``ragged_kernels``, CUDA, or
+NaN * 0 = NaN). Routes, chosen per call: ``torch._grouped_mm`` with one group and ``offs=n`` (CUDA sm_90
+bf16; CPU bf16/fp32) and Triton kernels that read n from device memory (``ragged_kernels``, CUDA, or
 the CPU with ``TRITON_INTERPRET=1``); elsewhere full-row torch ops compute every row (same live rows, more
 work). ``poison_garbage()`` (tests) makes every garbage row NaN so that a leak cannot hide.
 """
@@ -66,13 +66,14 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def gmm_runs(device: torch.device, dtype: torch.dtype) -> bool:
-    """torch._grouped_mm computes only rows [0, offs[-1]) without reading offs on the host: CUDA sm_90/sm_100
-    with bf16 (its other CUDA route copies offs to the host), and the CPU kernel (bf16, or fp32 when eager:
-    the meta function that compilation uses accepts bf16 only)."""
+    """torch._grouped_mm computes only rows [0, offs[-1]) without reading offs on the host: CUDA sm_90 with bf16
+    (its other CUDA routes copy offs to the host; sm_100 gives non-zero weight gradients for empty groups,
+    pytorch/pytorch#172439), and the CPU kernel (bf16, or fp32 when eager: the meta function that compilation
+    uses accepts bf16 only)."""
     if not hasattr(torch, "_grouped_mm"):
         return False
     if device.type == "cuda":
-        return dtype == torch.bfloat16 and torch.cuda.get_device_capability(device)[0] in (9, 10)
+        return dtype == torch.bfloat16 and torch.cuda.get_device_properties(device).major == 9
     if device.type != "cpu":
         return False
     return dtype == torch.bfloat16 or (dtype == torch.float32 and not torch.compiler.is_compiling())
