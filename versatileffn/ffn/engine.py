@@ -42,16 +42,17 @@ def uses_grouped_width(layer, a_nh: torch.Tensor) -> bool:
 # ------------------------------------------------------------------------------------------ width
 
 
-def expert_outputs(layer, h_nd: torch.Tensor, a_nh: torch.Tensor, active_n: torch.Tensor | None = None):
+def expert_outputs(layer, h_nd: torch.Tensor, a_nh: torch.Tensor, active_n: torch.Tensor | None = None,
+                   logits_ne: torch.Tensor | None = None):
     """Eq. 6 per (token, expert) assignment: y = norm(W_out^(k) a[I_k]) (norm: the identity for a pre-norm F),
     one grouped GEMM over the assignments sorted by expert: K/N of a down projection per token.
 
     active_n: tokens whose assignments run (None: all); the others are sorted past the last offset and never
     computed, so their rows of y are garbage. Returns a dict: y [n*K, d] (expert order), pos [n, K] (row of
     each token's k-th assignment), order (its inverse), gates and experts [n, K], router logits [n, N],
-    expert_counts [N] (of the assignments that ran).
+    expert_counts [N] (of the assignments that ran). logits_ne: the router's logits, if already computed.
     """
-    logits_ne, gates_nk, experts_nk, _ = layer._route(h_nd)
+    logits_ne, gates_nk, experts_nk, _ = layer._route(h_nd, logits_ne)
     m, k = experts_nk.shape
     n_experts = layer.n_experts
     key = experts_nk if active_n is None else torch.where(active_n.unsqueeze(-1), experts_nk, n_experts)
@@ -92,9 +93,9 @@ def _ragged_step_(layer, cur: torch.Tensor, n: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def eval_forward(layer, h_nd: torch.Tensor, loops_n: torch.Tensor):
-    """Each token runs exactly l_hat loops; the width path only where lambda > 0.
-    -> (Y, loop histogram [L_max], expert counts [N] or None)."""
+def eval_forward(layer, h_nd: torch.Tensor, loops_n: torch.Tensor, logits_ne: torch.Tensor | None = None):
+    """Each token runs exactly l_hat loops; the width path only where lambda > 0. logits_ne: the router's
+    logits, if already computed. -> (Y, loop histogram [L_max], expert counts [N] or None)."""
     mode, max_loops = layer.mode, layer.max_loops
     order, inverse, hist, live = sort_by_depth(loops_n, max_loops)
     a_nh = layer.hidden(h_nd)  # loop 1's activations (every token runs loop 1), shared with the width path
@@ -106,7 +107,7 @@ def eval_forward(layer, h_nd: torch.Tensor, loops_n: torch.Tensor):
     lam_n = width_weight(mode, max_loops, loops_n)
     active_n = lam_n > 0 if mode == "gated" else None  # lambda = 0 (l_hat = L_max): no width path
     if uses_grouped_width(layer, a_nh):
-        e = expert_outputs(layer, h_nd, a_nh, active_n)
+        e = expert_outputs(layer, h_nd, a_nh, active_n, logits_ne)
         y_nd = combine_rows(depth, inverse, h_nd, e["y"], e["pos"], e["order"], e["gates"], lam_n)
         return y_nd, hist, e["expert_counts"]
     y_depth = depth.index_select(0, inverse)

@@ -17,12 +17,13 @@ How it runs (``layer.runtime``, a ``RuntimeOptions``; what it computes never cha
 * training, ``depth_grad``: "full" is Algorithm 1 as written (every token runs L_max loops with autograd);
   "exact" is the engine's training forward (``engine.py``): the same forward values, a backward only up
   to each token's sampled depth (the forward value of p is one-hot, so no gradient flows through later
-  loops) - the same gradients to rounding; "auto" = exact where the ragged GEMM runs (CUDA bf16).
+  loops) - the same gradients to rounding; "auto" = exact where the ragged GEMM runs (CUDA sm_90, bf16).
 * eval, ``impl``: "engine" runs each token exactly l_hat loops on a sorted, shrinking prefix of rows whose
-  length stays on the device, and the width path only where lambda > 0 ("Inference Optimization"; no host
-  synchronisation, static shapes, CUDA-graph capturable); "plain" does the same with bucket sizes read on
-  the host (the CPU default: what the tests compare the engine against); "auto" = engine on CUDA. An eval
-  forward that builds an autograd graph runs "plain" (the engine computes in place).
+  length stays on the device, and the width path only where lambda > 0, as one grouped GEMM over the
+  (token, expert) assignments ("Inference Optimization"; no host synchronisation, static shapes, CUDA-graph
+  capturable); "plain" does the same with bucket sizes read on the host and the mask identity (the CPU
+  default: what the tests compare the engine against); "auto" = engine on CUDA. An eval forward that builds
+  an autograd graph runs "plain" (the engine computes in place).
 * ``loop_cap`` clips l_hat at inference (a compute / quality trade-off).
 ``forward(x, loops=...)`` runs given per-token loop counts instead of the loop head's choice (benchmarks and
 tests force loop mixes with it).
@@ -41,6 +42,7 @@ from .fast import count_values, is_recomputing, select_loop_states, sort_by_loop
 from .fusion import fuse, width_weight
 from .runtime import RuntimeOptions, given_loops
 from .stats import FFNStats
+
 
 class VersatileFFN(DenseFFN):
     # F's norm sits after W_out in a post-norm sublayer (HF OLMo2): ``output_norm`` applies it, and the width
@@ -158,7 +160,8 @@ class VersatileFFN(DenseFFN):
         if s.n_tokens.device != dev:
             self.stats = s = s.to(dev)
         s.n_tokens += n
-        for total, part in ((s.loop_counts, loop_counts), (s.lambda_sum, lambda_sum), (s.expert_counts, expert_counts)):
+        parts = ((s.loop_counts, loop_counts), (s.lambda_sum, lambda_sum), (s.expert_counts, expert_counts))
+        for total, part in parts:
             if part is not None:
                 total += part.to(total)
 
@@ -168,9 +171,10 @@ class VersatileFFN(DenseFFN):
         """The norm F applies after W_out (post-norm sublayers override it); the identity for pre-norm F."""
         return y
 
-    def _route(self, h_nd: torch.Tensor):
+    def _route(self, h_nd: torch.Tensor, logits_ne: torch.Tensor | None = None):
         """Eq. 7 on the un-normalised H (Sec. 3.2), fp32 logits -> (logits, gates, experts, dense gates)."""
-        logits_ne = fp32_logits(h_nd, self.router.weight)
+        if logits_ne is None:
+            logits_ne = fp32_logits(h_nd, self.router.weight)
         return (logits_ne, *top_k_gates(logits_ne, self.top_k))
 
     def _width(self, h_nd: torch.Tensor, a_nh: torch.Tensor):
@@ -208,9 +212,11 @@ class VersatileFFN(DenseFFN):
         steps = torch.arange(1, self.max_loops + 1, device=loops_n.device)
         return (loops_n.unsqueeze(-1) == steps).to(dtype)
 
-    def _predicted_loops(self, h_nd: torch.Tensor) -> torch.Tensor:
+    def _predicted_loops(self, h_nd: torch.Tensor, logits_nl: torch.Tensor | None = None) -> torch.Tensor:
         """Inference: l_hat = argmax p (= argmax of the logits; no noise), clipped by the runtime cap."""
-        loops_n = fp32_logits(h_nd, self.loop_predictor.weight).argmax(-1) + 1
+        if logits_nl is None:
+            logits_nl = fp32_logits(h_nd, self.loop_predictor.weight)
+        loops_n = logits_nl.argmax(-1) + 1
         if self.runtime.loop_cap is not None:
             loops_n = loops_n.clamp(max=self.runtime.loop_cap)
         return loops_n
@@ -267,13 +273,17 @@ class VersatileFFN(DenseFFN):
             y_nd, _, experts_nk = self._width(h_nd, self.hidden(h_nd))
             self._record(h_nd.shape[0], None, None, experts_nk)
             return y_nd
-        loops_n = self._predicted_loops(h_nd) if given_n is None else given_n
         builds_graph = torch.is_grad_enabled() and (h_nd.requires_grad or self.down_proj.weight.requires_grad)
         if not self.runtime.eval_engine(h_nd) or builds_graph:
+            loops_n = self._predicted_loops(h_nd) if given_n is None else given_n
             y_nd, lam_n, experts_nk = self._eval_plain(h_nd, loops_n)
             self._record(h_nd.shape[0], loops_n, lam_n, experts_nk)
             return y_nd
-        y_nd, loop_counts, expert_counts = engine.eval_forward(self, h_nd, loops_n)
+        # the loop head and the router from one fp32 GEMM: one fp32 copy of H instead of two
+        heads = [self.loop_predictor.weight] + ([self.router.weight] if self.mode != "depth" else [])
+        logits = fp32_logits(h_nd, torch.cat(heads))
+        loops_n = self._predicted_loops(h_nd, logits[:, :self.max_loops]) if given_n is None else given_n
+        y_nd, loop_counts, expert_counts = engine.eval_forward(self, h_nd, loops_n, logits[:, self.max_loops:])
         lam_l = width_weight(self.mode, self.max_loops, torch.arange(1, self.max_loops + 1, device=h_nd.device))
         self._record_counts(h_nd.shape[0], loop_counts, None if lam_l is None else (loop_counts * lam_l).sum(),
                             expert_counts)
