@@ -129,6 +129,16 @@ def test_exact_training_equals_algorithm_1(dtype, mode, d_expert):
     assert g_full["loop_predictor.weight"].abs().sum() > 0  # the straight-through term is exercised
 
 
+def test_width_mode_has_no_loops_and_one_path():
+    """The width-only ablation runs no loop: every knob gives the same output, gradients and statistics."""
+    layer = make("width", torch.float32)
+    x = torch.randn(2, 7, D)
+    runs = [eval_run(layer, x, impl) for impl in ("plain", "engine")]
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+    (y_f, g_f, s_f), (y_e, g_e, s_e) = train_run(layer, x, "full"), train_run(layer, x, "exact")
+    assert torch.equal(y_f, y_e) and s_f == s_e and all(torch.equal(g_f[k], g_e[k]) for k in g_f)
+
+
 def test_exact_training_runs_each_loops_backward_on_the_tokens_that_reach_it(monkeypatch):
     layer = make("gated", torch.float32)
     live_counts = []
