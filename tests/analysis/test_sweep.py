@@ -31,7 +31,7 @@ def test_flops_fall_with_the_cap_on_a_forced_model(token_stream, tokenizer):
         assert r["accuracy_stderr"] == pytest.approx(math.sqrt(2 * (k / 4) * (1 - k / 4)) / 2)
         assert r["task_ffn_flops_per_token"] == pytest.approx(r["ffn_flops_per_token"])
         assert r["val_tokens"] > 0 and r["val_loss"] > 0
-    assert all(layer.inference_loop_cap is None for layer in model.versatile_layers())  # restored
+    assert all(layer.runtime.loop_cap is None for layer in model.versatile_layers())  # restored
 
 
 def test_sweep_restores_a_user_cap_and_accepts_custom_caps(token_stream):
@@ -40,5 +40,5 @@ def test_sweep_restores_a_user_cap_and_accepts_custom_caps(token_stream):
     rows = loop_cap_sweep(model, token_stream, seq_len=16, caps=[None, 1], validation_fn=fake_validation)
     assert [r["mean_loops_per_layer"] for r in rows] == [[3, 3], [1, 1]]
     assert "accuracy" not in rows[0]
-    assert all(layer.inference_loop_cap == 2 for layer in model.versatile_layers())
+    assert all(layer.runtime.loop_cap == 2 for layer in model.versatile_layers())
 

@@ -24,7 +24,7 @@ def make_layer(mode: str = "gated", dtype=torch.float64, uniform_loops: bool = T
 
 
 def grads_of(layer, x, depth_grad: str, seed: int = 7):
-    layer.depth_grad = depth_grad
+    layer.runtime.depth_grad = depth_grad
     layer.reset_stats()
     for p in layer.parameters():
         p.grad = None
@@ -46,66 +46,11 @@ def assert_grads_close(got: dict, want: dict) -> None:
         torch.testing.assert_close(got[name], want[name], rtol=tol, atol=tol * 1e-3, msg=name)
 
 
-@pytest.mark.parametrize("mode", ["gated", "depth", "ungated"])
-@pytest.mark.parametrize("quantum", [1, 16])
-def test_exact_depth_gradients_match_full(mode, quantum):
-    layer = make_layer(mode).train()
-    layer.row_quantum = quantum
-    x = torch.randn(3, 40, D, dtype=torch.float64)
-    y_full, g_full, s_full = grads_of(layer, x, "full")
-    y_exact, g_exact, s_exact = grads_of(layer, x, "exact")
-    assert min(s_full["loop_histogram"]) > 0  # the sample exercises every loop count
-    assert s_full == s_exact
-    torch.testing.assert_close(y_exact, y_full, rtol=0, atol=1e-12)
-    assert_grads_close(g_exact, g_full)
-    assert g_full["loop_predictor.weight"].abs().sum() > 0  # the straight-through term is exercised
-
-
-def test_exact_depth_skips_backward_past_sampled_depth(monkeypatch):
-    """Loop l builds a graph only for tokens with l_hat >= l: count rows that run a step with grad enabled."""
-    layer = make_layer().train()
-    x = torch.randn(2, 50, D, dtype=torch.float64)
-    rows_with_grad = []
-    step = layer.step
-
-    def counting_step(h):
-        if torch.is_grad_enabled():
-            rows_with_grad.append(h.shape[0])
-        return step(h)
-
-    monkeypatch.setattr(layer, "step", counting_step)
-    layer.depth_grad = "exact"
-    layer.row_quantum = 1
-    torch.manual_seed(1)
-    layer(x).sum().backward()
-    hist = layer.stats.summary()["loop_histogram"]
-    assert rows_with_grad == [sum(hist[k:]) for k in (1, 2, 3)]  # loops 2..4
-    rows_with_grad.clear()
-    layer.row_quantum = 16  # bucket sizes rounded up to the quantum (same sample: same seed)
-    torch.manual_seed(1)
-    layer(x)
-    assert rows_with_grad == [min(100, -(-sum(hist[k:]) // 16) * 16) for k in (1, 2, 3)]
-    rows_with_grad.clear()
-    layer.depth_grad = "full"
-    layer(x)
-    assert rows_with_grad == [100, 100, 100]
-
-
-def test_depth_grad_auto_is_full_on_cpu_and_validated():
-    layer = make_layer()
-    assert layer.depth_grad == "auto" and not layer._exact_depth_grad(torch.zeros(layer.exact_min_tokens, D))
-    layer.depth_grad = "fast"
-    with pytest.raises(ValueError, match="depth_grad"):
-        layer._exact_depth_grad(torch.zeros(1, D))
-    with pytest.raises(ValueError, match="depth_grad"):
-        VersatileFFNConfig(depth_grad="sometimes")
-
-
 def test_train_forward_matches_authors_reference():
     layer = make_layer().train()
     x = torch.randn(2, 30, D, dtype=torch.float64)
     for depth_grad in ("full", "exact"):
-        layer.depth_grad = depth_grad
+        layer.runtime.depth_grad = depth_grad
         torch.manual_seed(5)
         ours = layer(x)
         torch.manual_seed(5)
@@ -114,46 +59,20 @@ def test_train_forward_matches_authors_reference():
         torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
 
 
-def test_eval_forward_matches_batch_max_reference():
-    layer = make_layer().eval()
+@pytest.mark.parametrize("mode", ["gated", "ungated"])
+@pytest.mark.parametrize("impl", ["plain", "engine"])
+def test_eval_forward_matches_batch_max_reference(impl, mode):
+    layer = make_layer(mode, dtype=torch.float32).eval()
+    layer.runtime.impl = impl
     with torch.no_grad():
         layer.loop_predictor.weight.mul_(300.0)  # a spread of predicted loop counts
-        x = torch.randn(4, 25, D, dtype=torch.float64)
+        x = torch.randn(4, 25, D)
         ours = layer(x)
         assert min(layer.stats.summary()["loop_histogram"]) > 0
-        torch.testing.assert_close(ours, authors_eval_forward(layer, x), rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("mode", ["gated", "depth", "ungated"])
-def test_eval_all_loops_equals_compact(mode):
-    layer = make_layer(mode).eval()
-    with torch.no_grad():
-        if layer.loop_predictor is not None:
-            layer.loop_predictor.weight.mul_(300.0)
-        x = torch.randn(3, 30, D, dtype=torch.float64)
-        outs, stats = {}, {}
-        for impl in ("compact", "all_loops"):
-            layer.eval_impl = impl
-            layer.reset_stats()
-            outs[impl] = layer(x)
-            stats[impl] = layer.stats.summary()
-    assert min(stats["compact"]["loop_histogram"]) > 0
-    torch.testing.assert_close(outs["all_loops"], outs["compact"], rtol=1e-12, atol=1e-12)
-    assert stats["all_loops"] == stats["compact"]
-    layer.eval_impl = "auto"
-    assert layer(x[:, :2]).shape == (3, 2, D)
-    layer.eval_impl = "sometimes"
-    with pytest.raises(ValueError, match="eval_impl"):
-        layer(x)
-
-
-def test_eval_all_loops_compiles_fullgraph():
-    layer = make_layer(dtype=torch.float32).eval()
-    x = torch.randn(2, 8, D)
-    with torch.no_grad():
-        y = torch.compile(layer, fullgraph=True, backend="aot_eager")(x)  # auto: all_loops for 16 tokens
-        layer.eval_impl = "compact"
-        torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours, authors_eval_forward(layer, x), rtol=1e-5, atol=1e-5)
+        forced = torch.randint(1, 5, (4, 25))  # a given loop mix reaches both the same way
+        torch.testing.assert_close(layer(x, loops=forced), authors_eval_forward(layer, x, loops=forced),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_broadcast_width_mask_equals_membership_mask():
@@ -181,9 +100,9 @@ def test_select_loop_states_is_the_stacked_contraction():
 
 
 def test_full_path_compiles_fullgraph():
-    """The sync-free training path has no graph break (aot_eager: traces forward and backward, no C compiler)."""
+    """Algorithm 1 has no graph break (aot_eager: traces forward and backward, no C compiler)."""
     layer = make_layer(dtype=torch.float32).train()
-    layer.depth_grad = "auto"  # auto must choose the sync-free path while compiling
+    layer.runtime.depth_grad = "full"
     x = torch.randn(2, 16, D)
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
     torch.manual_seed(2)
@@ -280,23 +199,3 @@ def test_activation_checkpointing_keeps_the_gumbel_sample(depth_grad):
     assert set(g0) == set(g1) and any("loop_predictor" in n for n in g0)
     for name in g0:
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-10, atol=1e-12, msg=name)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_fast_paths_match_reference():
-    torch.manual_seed(0)
-    layer = VersatileFFN(VersatileFFNConfig(d_model=256, d_hidden=1024, n_experts=8, top_k=2, tau_start=1.0))
-    layer = layer.cuda().train()
-    x = torch.randn(4, 128, 256, device="cuda")
-    y_ref, g_ref, _ = grads_of(layer, x, "full")
-    y_fast, g_fast, _ = grads_of(layer, x, "auto")
-    torch.testing.assert_close(y_fast, y_ref, rtol=1e-4, atol=1e-4)
-    for name in g_ref:
-        torch.testing.assert_close(g_fast[name], g_ref[name], rtol=1e-3, atol=1e-4, msg=name)
-    moe = MoEFFN(256, 1024).cuda().bfloat16()
-    xb = x.bfloat16()
-    moe.expert_impl = "dense"
-    ref = moe(xb).float()
-    moe.expert_impl = "auto"
-    err = (moe(xb).float() - ref).norm() / ref.norm()
-    assert err < 1e-2

@@ -35,9 +35,11 @@ def test_public_surface():
     assert layer(torch.randn(2, 3, D)).shape == (2, 3, D)
 
 
+@pytest.mark.parametrize("impl", ["plain", "engine"])
 @pytest.mark.parametrize("d_expert", [None, 8])  # 8 > 32/8: overlapping windows
-def test_eval_matches_token_by_token_reference(d_expert):
+def test_eval_matches_token_by_token_reference(d_expert, impl):
     layer = make(d_expert=d_expert).eval()
+    layer.runtime.impl = impl
     x = torch.randn(3, 7, D)
     y = layer(x)
     assert torch.allclose(y, ref.reference_eval(layer, x), atol=1e-5, rtol=1e-5)
@@ -47,14 +49,16 @@ def test_eval_matches_token_by_token_reference(d_expert):
 
 def test_eval_loop_cap_matches_reference():
     layer = make().eval()
-    layer.inference_loop_cap = 2
+    layer.runtime.loop_cap = 2
     x = torch.randn(2, 9, D)
     assert torch.allclose(layer(x), ref.reference_eval(layer, x), atol=1e-5)
     assert layer.stats.summary()["loop_histogram"][2:] == [0, 0]
 
 
-def test_train_matches_reference_with_same_gumbel_sample():
+@pytest.mark.parametrize("depth_grad", ["full", "exact"])
+def test_train_matches_reference_with_same_gumbel_sample(depth_grad):
     layer = make().train()
+    layer.runtime.depth_grad = depth_grad
     layer.set_temperature(0.7)
     x = torch.randn(2, 5, D)
     torch.manual_seed(123)

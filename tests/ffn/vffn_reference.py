@@ -39,8 +39,8 @@ def reference_eval(layer, x):
     out = []
     for h in x.reshape(-1, x.shape[-1]):
         lhat = int((layer.loop_predictor.weight @ h).argmax()) + 1
-        if layer.inference_loop_cap is not None:
-            lhat = min(lhat, layer.inference_loop_cap)
+        if layer.runtime.loop_cap is not None:
+            lhat = min(lhat, layer.runtime.loop_cap)
         cur = h
         for _ in range(lhat):
             cur = ffn_step(layer, cur)

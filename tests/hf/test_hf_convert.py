@@ -20,7 +20,7 @@ def test_identity_mode_reproduces_dense_logits(arch, make_dense, ffn_options, in
     assert torch.equal(same, ref)
     assert not torch.equal(versatile, ref)  # outside identity mode the loops and the width path are live
     assert model.config.model_type == f"versatileffn_{arch}" and model.config.base_model_type == arch
-    assert model.versatile_layers()[0].mode == "gated" and model.versatile_layers()[0].inference_loop_cap is None
+    assert model.versatile_layers()[0].mode == "gated" and model.versatile_layers()[0].runtime.loop_cap is None
 
 
 def test_identity_mode_exact_in_bfloat16(norm_arch, make_dense, ffn_options, input_ids):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from ..ffn import VersatileFFN
 from ..eval.scoring import model_device
 from ..ffn.control import reset_ffn_stats
+from ..ffn.fusion import width_weight
 
 
 def find_versatile_layers(model: torch.nn.Module) -> list[tuple[str, VersatileFFN]]:
@@ -51,10 +52,7 @@ def token_quantities(layer: VersatileFFN, h_btd: torch.Tensor) -> dict[str, torc
     if layer.uses_depth:
         L = layer.max_loops
         loops_n = layer._predicted_loops(h_nd)
-        if layer.mode == "ungated":
-            lam_n = torch.full(loops_n.shape, 0.5, device=loops_n.device)
-        else:
-            lam_n = (L - loops_n).float() / L  # Eq. 13 at inference
+        lam_n = width_weight(layer.mode, L, loops_n)  # Eq. 13 at inference; None without a fusion
         cur = h_nd + layer.down_proj(a_nh)  # H^(1)
         y_depth = cur.clone()
         for loop in range(2, int(loops_n.max()) + 1):

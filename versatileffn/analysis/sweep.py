@@ -78,7 +78,7 @@ def loop_cap_sweep(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, cap
         raise ValueError("benchmark tasks need a tokenizer")
     caps = default_caps(model) if caps is None else list(caps)
     config = flops_config(model)
-    saved_caps = [layer.inference_loop_cap for _, layer in layers]
+    saved_caps = [layer.runtime.loop_cap for _, layer in layers]
     rows = []
     try:
         for cap in caps:
@@ -113,5 +113,5 @@ def loop_cap_sweep(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, cap
                       f"{row['ffn_flops_per_token'] / 1e6:.3f}M{acc}", flush=True)
     finally:
         for (_, layer), cap in zip(layers, saved_caps):
-            layer.inference_loop_cap = cap
+            layer.runtime.loop_cap = cap
     return rows

@@ -28,7 +28,7 @@ def set_inference_loop_cap(model: nn.Module, cap: int | None) -> None:
     if cap is not None and (not isinstance(cap, int) or cap < 1):
         raise ValueError(f"inference loop cap must be None or an integer >= 1; got {cap!r}")
     for m in versatile_layers(model):
-        m.inference_loop_cap = cap
+        m.runtime.loop_cap = cap
 
 
 def reset_ffn_stats(model: nn.Module) -> None:

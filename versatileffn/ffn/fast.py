@@ -91,32 +91,13 @@ def permute_rows(x: torch.Tensor, order: torch.Tensor, inverse: torch.Tensor) ->
     return _PermuteRows.apply(x, order, inverse) if x.requires_grad else x.index_select(0, order)
 
 
-def sort_by_loops(loops_n: torch.Tensor, max_loops: int):
-    """Order of tokens by loop count (descending), its inverse, and a deferred read of the bucket sizes.
-
-    The sizes are counted on the device without a sync and copied to pinned host memory asynchronously;
-    ``read()`` waits only for that copy (an event), so the work queued in between (loop 1, the width path)
-    keeps the GPU busy: the per-layer host read costs no pipeline bubble. read() -> counts[l] = tokens with
-    exactly l loops, l = 0..max_loops + 1.
-    """
+def sort_by_loops(loops_n: torch.Tensor, max_loops: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Order of tokens by loop count (descending), its inverse, and counts[l] = tokens with exactly l loops,
+    l = 0..max_loops + 1, read on the host (the plain path; the engine keeps its counts on the device)."""
     order_n = torch.argsort(loops_n, descending=True, stable=True)
     inverse_n = torch.empty_like(order_n)
     inverse_n[order_n] = torch.arange(order_n.shape[0], device=order_n.device)
-    values = torch.arange(max_loops + 2, device=loops_n.device)
-    counts = (loops_n.unsqueeze(-1) == values).sum(0)
-    if counts.is_cuda:
-        host = torch.empty(counts.shape, dtype=counts.dtype, pin_memory=True)
-        host.copy_(counts, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record()
-
-        def read() -> list[int]:
-            done.synchronize()
-            return host.tolist()
-    else:
-        def read() -> list[int]:
-            return counts.tolist()
-    return order_n, inverse_n, read
+    return order_n, inverse_n, count_values(loops_n, max_loops + 2).tolist()
 
 
 def count_values(values: torch.Tensor, n_values: int) -> torch.Tensor:

@@ -7,7 +7,8 @@ training. It computes the same function as ``VersatileFFN`` with the costs the p
   copy of W_proj / W_out rows), runs the full sublayer on its tokens, and scatters back with index_add;
 * inference: every token runs the batch's maximum predicted loop count, then picks its own H^(l_hat);
   the width path runs for tokens with lambda > 0.
-The Gumbel sample comes from ``layer._loop_sample``, so a fixed seed gives the sample the layer draws.
+The Gumbel sample comes from ``layer._loop_sample``, so a fixed seed gives the sample the layer draws;
+lambda comes from ``fusion.width_weight``, the layer's own Eq. 12-13.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import fp32_logits, top_k_gates
+from .fusion import width_weight
 from .versatile import VersatileFFN
 
 
@@ -43,7 +45,7 @@ def authors_width(layer: VersatileFFN, h_nd: torch.Tensor) -> torch.Tensor:
 
 
 def authors_train_forward(layer: VersatileFFN, x: torch.Tensor) -> torch.Tensor:
-    """Algorithm 1 in its stacked form (gated mode). x: [B, T, d]."""
+    """Algorithm 1 in its stacked form (gated or ungated mode). x: [B, T, d]."""
     h_nd = x.reshape(-1, layer.d_model)
     L = layer.max_loops
     p_nl, _ = layer._loop_sample(h_nd)
@@ -52,26 +54,26 @@ def authors_train_forward(layer: VersatileFFN, x: torch.Tensor) -> torch.Tensor:
         cur = layer.step(cur)
         states.append(cur)
     y_depth = (torch.stack(states, dim=-1) * p_nl.to(h_nd.dtype).unsqueeze(1)).sum(-1)
-    expected_n = (p_nl * torch.arange(1, L + 1, device=p_nl.device, dtype=p_nl.dtype)).sum(-1)
-    lam = ((L - expected_n) / L).to(h_nd.dtype).unsqueeze(-1)
+    lam = width_weight(layer.mode, L, p_nl).to(h_nd.dtype).unsqueeze(-1)
     y_nd = lam * authors_width(layer, h_nd) + (1 - lam) * y_depth
     return y_nd.view_as(x)
 
 
 @torch.no_grad()
-def authors_eval_forward(layer: VersatileFFN, x: torch.Tensor) -> torch.Tensor:
-    """Inference with batch-max loops: every token runs max(l_hat) loops, then takes its own H^(l_hat)."""
+def authors_eval_forward(layer: VersatileFFN, x: torch.Tensor, loops: torch.Tensor | None = None) -> torch.Tensor:
+    """Inference with batch-max loops: every token runs max(l_hat) loops, then takes its own H^(l_hat).
+    loops: per-token loop counts instead of the loop head's (as ``layer(x, loops=...)``). Gated or ungated."""
     h_nd = x.reshape(-1, layer.d_model)
     L = layer.max_loops
-    loops_n = layer._predicted_loops(h_nd)
+    loops_n = layer._predicted_loops(h_nd) if loops is None else loops.reshape(-1).to(h_nd.device)
     states, cur = [], h_nd
     for _ in range(int(loops_n.max())):
         cur = layer.step(cur)
         states.append(cur)
     y_depth = torch.stack(states, dim=-1).gather(-1, (loops_n - 1).view(-1, 1, 1).expand(-1, layer.d_model, 1))
     y_depth = y_depth.squeeze(-1)
-    lam = ((L - loops_n).to(h_nd.dtype) / L).unsqueeze(-1)
-    active = loops_n < L
+    lam = width_weight(layer.mode, L, loops_n).to(h_nd.dtype).unsqueeze(-1)
+    active = lam.squeeze(-1) > 0
     y_width = torch.zeros_like(h_nd)
     if bool(active.any()):
         y_width[active] = authors_width(layer, h_nd[active])

@@ -4,26 +4,29 @@ Width path (Eq. 4-8): N virtual experts, expert k = hidden units [k*S, k*S + d_e
 and the matching columns of down_proj; top-K routed on the un-normalised H; Y_width = sum_k g_k Y_k.
 Depth path (Eq. 9-11): H^(l) = F(H^(l-1)); a loop head picks each token's loop count with a
 Gumbel-softmax straight-through sample; Y_depth = sum_l p_l H^(l).
-Fusion (Eq. 12-13, 3): E[L] = sum_l l p_l, lambda = (L_max - E[L]) / L_max, Y = lambda Y_width + (1-lambda) Y_depth.
+Fusion (Eq. 12-13, 3): ``fusion.width_weight`` (lambda for every mode) and ``fusion.fuse``.
 
 Two identities make this cheaper than the paper's description without changing its function:
 * phi acts element-wise on hidden units, so an expert's activations are a slice of the full activations
   a = phi(W_proj RMSNorm(H)), and  sum_k g_k W_out^(k) a[I_k] = W_out (a * m)  with the mask
   m_j = sum_{k selected, j in I_k} g_k. Overlapping windows (d_expert > d_hidden/N) are handled exactly.
-* a is also loop 1 of the depth path (H^(0) = H, same norm, same weights), so the width path costs one
-  extra down projection on activations the depth path computes anyway.
-Training runs every token through all L_max loops (Algorithm 1: the loop head's straight-through
-gradient needs every H^(l)); eval mode runs each token exactly its predicted loops on a shrinking,
-sorted batch and runs the width path only for tokens with lambda > 0 ("Inference Optimization").
+* a is also loop 1 of the depth path (H^(0) = H, same norm, same weights), so the width path needs no
+  projection of its own into the hidden units.
 
-Exact-gradient depth (``depth_grad``): the forward value of p is one-hot(l_hat), so dY/dH^(l) = 0 for
-every l != l_hat and no gradient flows through loops after a token's sampled depth; only the loop
-head's straight-through term <dY, H^(l)> needs their VALUES. "exact" sorts tokens by l_hat once (one
-host sync per layer) and runs loop l with autograd only on the tokens with l_hat >= l, the rest under
-no_grad: the same gradients to rounding, backward through 2.5 instead of 4 loops for a uniform loop mix.
-"full" is Algorithm 1 as written (sync-free, ``torch.compile(fullgraph=True)``-able); "auto" picks
-"exact" on CUDA in eager mode from ``exact_min_tokens`` tokens per call (where it measured faster) and
-"full" elsewhere.
+How it runs (``layer.runtime``, a ``RuntimeOptions``; what it computes never changes):
+* training, ``depth_grad``: "full" is Algorithm 1 as written (every token runs L_max loops with autograd);
+  "exact" is the engine's training forward (``engine.py``): the same forward values, a backward only up
+  to each token's sampled depth (the forward value of p is one-hot, so no gradient flows through later
+  loops) - the same gradients to rounding; "auto" = exact where the ragged GEMM runs (CUDA sm_90, bf16).
+* eval, ``impl``: "engine" runs each token exactly l_hat loops on a sorted, shrinking prefix of rows whose
+  length stays on the device, and the width path only where lambda > 0, as one grouped GEMM over the
+  (token, expert) assignments ("Inference Optimization"; no host synchronisation, static shapes, CUDA-graph
+  capturable); "plain" does the same with bucket sizes read on the host and the mask identity (the CPU
+  default: what the tests compare the engine against); "auto" = engine on CUDA. An eval forward that builds
+  an autograd graph runs "plain" (the engine computes in place).
+* ``loop_cap`` clips l_hat at inference (a compute / quality trade-off).
+``forward(x, loops=...)`` runs given per-token loop counts instead of the loop head's choice (benchmarks and
+tests force loop mixes with it).
 """
 from __future__ import annotations
 
@@ -31,16 +34,19 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..config import require
+from . import engine
 from .common import (FFNBaseConfig, attach_aux_loss, check_sublayer_input, fp32_logits, switch_balance_loss,
                      top_k_gates)
 from .dense import DenseFFN
-from .fast import count_values, is_recomputing, permute_rows, select_loop_states, sort_by_loops
+from .fast import count_values, is_recomputing, select_loop_states, sort_by_loops
+from .fusion import fuse, width_weight
+from .runtime import DEPTH_GRAD_MODES, RuntimeOptions, given_loops
 from .stats import FFNStats
 
 VERSATILE_MODES = ("gated", "width", "depth", "ungated")
-DEPTH_GRAD_MODES = ("auto", "full", "exact")  # how VersatileFFN's training forward builds the depth graph
 
 
 @dataclass
@@ -117,6 +123,10 @@ class VersatileFFNConfig(FFNBaseConfig):
 
 
 class VersatileFFN(DenseFFN):
+    # F's norm sits after W_out in a post-norm sublayer (HF OLMo2): ``output_norm`` applies it, and the width
+    # path then normalises each expert's output on its own (the mask identity would be wrong)
+    post_norm = False
+
     def __init__(self, config: VersatileFFNConfig):
         if not isinstance(config, VersatileFFNConfig):
             raise TypeError(f"VersatileFFN expects a VersatileFFNConfig; got {type(config).__name__}")
@@ -139,20 +149,8 @@ class VersatileFFN(DenseFFN):
                              and config.n_experts * config.expert_dim == config.d_hidden)
         # Gumbel temperature: set per optimizer step from the schedule (ffn/temperature.py), never saved
         self.register_buffer("tau", torch.tensor(float(config.temperature_at(0))), persistent=False)
-        self.inference_loop_cap: int | None = None  # runtime knob: clip predicted loops at inference
-        self.depth_grad = config.depth_grad  # runtime knob: "auto" | "full" | "exact" (module docstring)
+        self.runtime = RuntimeOptions(depth_grad=config.depth_grad)
         self.last_depth_grad: str | None = None  # what the last training forward ran (FLOP accounting)
-        # runtime knob for eval: "compact" (sorted early exit, one host read per layer), "all_loops" (every
-        # token runs L_max loops and keeps H^(l_hat): sync-free, fullgraph-compilable), or "auto" =
-        # all_loops for 2..eval_all_loops_tokens tokens, compact otherwise
-        self.eval_impl = "auto"
-        self.eval_all_loops_tokens = 256
-        # "auto" depth_grad runs "exact" on CUDA from this many tokens per call (measured: benchmarks/)
-        self.exact_min_tokens = 8192
-        # sorted-path bucket sizes are rounded up to this many rows (extra rows are computed as in the
-        # plain path, with exactly zero gradient): few distinct GEMM shapes, so cuBLAS plans and allocator
-        # blocks are reused instead of being created for every new bucket size
-        self.row_quantum = 256
         self.reset_head_parameters()
         self.reset_stats()
 
@@ -220,6 +218,15 @@ class VersatileFFN(DenseFFN):
     @torch.no_grad()
     def _record(self, n: int, loops_n: torch.Tensor | None, lam_n: torch.Tensor | None,
                 experts_nk: torch.Tensor | None) -> None:
+        """Per-token values; experts_nk: value n_experts marks an assignment that did not run (not counted)."""
+        # comparison counts rather than bincount: no sync, no atomics, static shapes (torch.compile)
+        self._record_counts(n, None if loops_n is None else count_values(loops_n - 1, self.max_loops),
+                            None if lam_n is None else lam_n.sum(),
+                            None if experts_nk is None else count_values(experts_nk, self.n_experts))
+
+    @torch.no_grad()
+    def _record_counts(self, n: int, loop_counts: torch.Tensor | None, lambda_sum: torch.Tensor | None,
+                       expert_counts: torch.Tensor | None) -> None:
         if is_recomputing():  # activation checkpointing re-runs the forward: count each token once
             return
         s = self.stats
@@ -227,21 +234,35 @@ class VersatileFFN(DenseFFN):
         if s.n_tokens.device != dev:
             self.stats = s = s.to(dev)
         s.n_tokens += n
-        # comparison counts rather than bincount: no sync, no atomics, static shapes (torch.compile)
-        if loops_n is not None:
-            s.loop_counts += count_values(loops_n - 1, self.max_loops).to(s.loop_counts)
-        if lam_n is not None:
-            s.lambda_sum += lam_n.sum().to(s.lambda_sum)
-        if experts_nk is not None:
-            s.expert_counts += count_values(experts_nk, self.n_experts).to(s.expert_counts)
+        parts = ((s.loop_counts, loop_counts), (s.lambda_sum, lambda_sum), (s.expert_counts, expert_counts))
+        for total, part in parts:
+            if part is not None:
+                total += part.to(total)
 
-    # ------------------------------------------------------------------------------------------ paths
+    # ------------------------------------------------------------------------------------------ pieces
+
+    def output_norm(self, y: torch.Tensor) -> torch.Tensor:
+        """The norm F applies after W_out (post-norm sublayers override it); the identity for pre-norm F."""
+        return y
+
+    def _route(self, h_nd: torch.Tensor, logits_ne: torch.Tensor | None = None):
+        """Eq. 7 on the un-normalised H (Sec. 3.2), fp32 logits -> (logits, gates, experts, dense gates)."""
+        if logits_ne is None:
+            logits_ne = fp32_logits(h_nd, self.router.weight)
+        return (logits_ne, *top_k_gates(logits_ne, self.top_k))
 
     def _width(self, h_nd: torch.Tensor, a_nh: torch.Tensor):
-        """Eq. 6-8 through the mask identity: Y_width = H + W_out (a * m). Returns (y, logits, experts)."""
-        logits_ne = fp32_logits(h_nd, self.router.weight)  # router sees the un-normalised H (Sec. 3.2)
-        _, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
-        return h_nd + self.down_proj(self._masked(a_nh, dense_gates_ne)), logits_ne, experts_nk
+        """Eq. 6-8 on every token from loop 1's activations a. Returns (Y_width, router logits, experts)."""
+        logits_ne, _, experts_nk, dense_gates_ne = self._route(h_nd)
+        if not self.post_norm:  # the mask identity: Y_width = H + W_out (a * m)
+            return h_nd + self.down_proj(self._masked(a_nh, dense_gates_ne)), logits_ne, experts_nk
+        # post-norm: sum_k g_k norm(y_k) != norm(sum_k g_k y_k), so every expert's output is normalised on its
+        # own: Y_width = H + sum_k g_k norm(W_out^(k) a[I_k]) (gates sum to 1), for all N experts, then gated
+        w_out = self.down_proj.weight
+        y_ned = torch.stack([F.linear(a_nh[:, lo:hi], w_out[:, lo:hi]) for lo, hi in self.config.expert_slices()],
+                            dim=1)
+        normed_ned = self.output_norm(y_ned)
+        return h_nd + (dense_gates_ne.to(normed_ned.dtype).unsqueeze(-1) * normed_ned).sum(1), logits_ne, experts_nk
 
     def _masked(self, a_nh: torch.Tensor, dense_gates_ne: torch.Tensor) -> torch.Tensor:
         """a * m, m_j = sum of the selected gates of the experts owning hidden unit j."""
@@ -258,133 +279,100 @@ class VersatileFFN(DenseFFN):
         gumbel_nl = -torch.empty_like(logits_nl).exponential_().log()
         soft_nl = torch.softmax((logits_nl + gumbel_nl) / self.tau.float(), dim=-1)
         loops_n = soft_nl.argmax(-1) + 1
-        hard_nl = torch.nn.functional.one_hot(loops_n - 1, self.max_loops).to(soft_nl.dtype)
-        return hard_nl + (soft_nl - soft_nl.detach()), loops_n
+        return self._one_hot(loops_n, soft_nl.dtype) + (soft_nl - soft_nl.detach()), loops_n
 
-    def _predicted_loops(self, h_nd: torch.Tensor) -> torch.Tensor:
+    def _one_hot(self, loops_n: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        # a comparison, not F.one_hot: that one checks the values on the host (a sync on CUDA)
+        steps = torch.arange(1, self.max_loops + 1, device=loops_n.device)
+        return (loops_n.unsqueeze(-1) == steps).to(dtype)
+
+    def _predicted_loops(self, h_nd: torch.Tensor, logits_nl: torch.Tensor | None = None) -> torch.Tensor:
         """Inference: l_hat = argmax p (= argmax of the logits; no noise), clipped by the runtime cap."""
-        loops_n = fp32_logits(h_nd, self.loop_predictor.weight).argmax(-1) + 1
-        if self.inference_loop_cap is not None:
-            loops_n = loops_n.clamp(max=self.inference_loop_cap)
+        if logits_nl is None:
+            logits_nl = fp32_logits(h_nd, self.loop_predictor.weight)
+        loops_n = logits_nl.argmax(-1) + 1
+        if self.runtime.loop_cap is not None:
+            loops_n = loops_n.clamp(max=self.runtime.loop_cap)
         return loops_n
 
-    def _fuse(self, y_width: torch.Tensor, y_depth: torch.Tensor, lam_n: torch.Tensor) -> torch.Tensor:
-        # Eq. 3, lambda Y_width + (1 - lambda) Y_depth, as one lerp kernel (fp32 arithmetic inside)
-        return torch.lerp(y_depth, y_width, lam_n.to(y_depth.dtype).unsqueeze(-1))
+    # ----------------------------------------------------------------------------------------- forward
 
-    def _exact_depth_grad(self, h_nd: torch.Tensor) -> bool:
-        if self.depth_grad not in DEPTH_GRAD_MODES:
-            raise ValueError(f"depth_grad must be one of {DEPTH_GRAD_MODES}; got {self.depth_grad!r}")
-        if self.depth_grad == "auto":  # the sorted path reads sizes on the host: not inside a compiled graph
-            return h_nd.is_cuda and not torch.compiler.is_compiling() and h_nd.shape[0] >= self.exact_min_tokens
-        return self.depth_grad == "exact"
-
-    def _rows(self, k: int, limit: int) -> int:
-        """k rounded up to the row quantum, at most limit."""
-        q = max(1, self.row_quantum)
-        return min(limit, -(-k // q) * q)
-
-    def _depth_states(self, h_nd: torch.Tensor, a_nh: torch.Tensor, read_counts=None) -> list[torch.Tensor]:
-        """H^(1..L) (Eq. 9). read_counts: None (every row gets a backward graph) or the deferred read of
-        sort_by_loops; rows are then sorted by l_hat (descending) and loop l builds a graph only for the
-        n_grad[l] rows with l_hat >= l. The other rows still run loop l (their values feed the loop head's
-        straight-through gradient)."""
-        n = h_nd.shape[0]
-        states = [h_nd + self.down_proj(a_nh)]  # H^(1): every token has l_hat >= 1
-        n_grad = None
-        if read_counts is not None:  # loop 1 and the width path are queued: reading now leaves no GPU bubble
-            counts = read_counts()
-            n_grad = [sum(counts[loop:]) for loop in range(len(counts))]  # n_grad[l] = tokens with l_hat >= l
-        for loop in range(2, self.max_loops + 1):
-            k = n if n_grad is None else self._rows(n_grad[loop], n)
-            cur = states[-1]
-            if k == n:
-                states.append(self.step(cur))
-                continue
-            parts = [self.step(cur[:k])] if k > 0 else []
-            with torch.no_grad():  # tokens with l_hat < loop: dY/dH^(loop) = p_loop * dY = 0
-                parts.append(self.step(cur[k:]))
-            states.append(torch.cat(parts))
-        return states
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, loops: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, d] -> [B, T, d]. loops: per-token loop counts ([B, T] or [B*T], in 1..L_max) to run instead
+        of the loop head's choice (training: instead of the sampled depth; the gradient stays the soft p's)."""
         check_sublayer_input(x, self.d_model, self.check_finite, type(self).__name__)
+        loops_n = given_loops(loops, x, self.mode, self.max_loops, check_values=self.check_finite)
         h_nd = x.reshape(-1, self.d_model)
-        y_nd = self._forward_train(h_nd) if self.training else self._forward_eval(h_nd)
+        y_nd = self._forward_train(h_nd, loops_n) if self.training else self._forward_eval(h_nd, loops_n)
         return y_nd.view_as(x)
 
-    def _forward_train(self, h_nd: torch.Tensor) -> torch.Tensor:
-        """Algorithm 1. "full": no host synchronisation, every token runs L_max loops with autograd.
-        "exact": tokens sorted by the sampled l_hat, backward graphs only up to each token's l_hat."""
-        L = self.max_loops
-        p_nl = loops_n = order_n = inverse_n = read_counts = None
-        if self.uses_depth:
-            p_nl, loops_n = self._loop_sample(h_nd)  # drawn in input order: the same sample either way
-            exact = self._exact_depth_grad(h_nd)
-            self.last_depth_grad = "exact" if exact else "full"
-            if exact:  # the one host read of this layer (bucket sizes) happens inside _depth_states
-                order_n, inverse_n, read_counts = sort_by_loops(loops_n, L)
-                h_nd, p_nl = permute_rows(h_nd, order_n, inverse_n), permute_rows(p_nl, order_n, inverse_n)
-                loops_n = loops_n.index_select(0, order_n)
-        a_nh = self.hidden(h_nd)  # loop 1's activations, shared with the width path
-        y_width = logits_ne = experts_nk = lam_n = None
-        if self.uses_width:
-            y_width, logits_ne, experts_nk = self._width(h_nd, a_nh)
-        if self.uses_depth:
-            y_depth = select_loop_states(self._depth_states(h_nd, a_nh, read_counts), p_nl)  # Eq. 11
-            expected_n = (p_nl * torch.arange(1, L + 1, device=p_nl.device, dtype=p_nl.dtype)).sum(-1)  # Eq. 12
-            lam_n = (L - expected_n) / L  # Eq. 13
-        if self.mode == "gated":
-            y_nd = self._fuse(y_width, y_depth, lam_n)
-        elif self.mode == "ungated":
-            lam_n = torch.full_like(lam_n, 0.5)
-            y_nd = self._fuse(y_width, y_depth, lam_n)
-        elif self.mode == "width":
-            y_nd = y_width
+    def _forward_train(self, h_nd: torch.Tensor, given_n: torch.Tensor | None) -> torch.Tensor:
+        loops_n = lam_n = None
+        if self.mode == "width":
+            y_nd, logits_ne, experts_nk = self._width(h_nd, self.hidden(h_nd))
         else:
-            y_nd = y_depth
-        if order_n is not None:  # back to input order
-            y_nd = permute_rows(y_nd, inverse_n, order_n)
-        self._record(h_nd.shape[0], loops_n, lam_n.detach() if lam_n is not None else None, experts_nk)
-        if self.uses_width and torch.is_grad_enabled():
+            p_nl, loops_n = self._loop_sample(h_nd)
+            if given_n is not None:  # the given depth as the forward value, the sample's soft gradient
+                p_nl, loops_n = self._one_hot(given_n, p_nl.dtype) + (p_nl - p_nl.detach()), given_n
+            exact = self.runtime.exact_depth_grad(h_nd)
+            self.last_depth_grad = "exact" if exact else "full"
+            if exact:
+                y_nd, lam_n, logits_ne, experts_nk = engine.train_forward(self, h_nd, p_nl, loops_n)
+            else:
+                y_nd, lam_n, logits_ne, experts_nk = self._train_full(h_nd, p_nl)
+        self._record(h_nd.shape[0], loops_n, None if lam_n is None else lam_n.detach(), experts_nk)
+        if logits_ne is not None and torch.is_grad_enabled():
             aux = switch_balance_loss(logits_ne, experts_nk)
             scaled = self.config.balance_loss_coef * aux
             self.last_aux_loss = scaled.detach()
             y_nd = attach_aux_loss(y_nd, scaled)
         return y_nd
 
-    def _forward_eval(self, h_nd: torch.Tensor) -> torch.Tensor:
-        """Discrete early exit + conditional parallelism: each token's output is H^(l_hat) fused with the
-        width path for lambda > 0 ("Inference Optimization"), computed by one of two implementations."""
-        n = h_nd.shape[0]
-        if not self.uses_depth:  # width-only ablation
-            y_width, _, experts_nk = self._width(h_nd, self.hidden(h_nd))
-            self._record(n, None, None, experts_nk)
-            return y_width
-        if self.eval_impl not in ("auto", "compact", "all_loops"):
-            raise ValueError(f"eval_impl must be 'auto', 'compact' or 'all_loops'; got {self.eval_impl!r}")
-        # auto, by the H100 numbers in benchmarks/results: a single token runs fewer loops compacted; 8-64
-        # tokens (batched decode) are faster sync-free; prefill (4k-16k tokens) is faster compacted, eager
-        # and compiled (there the host read splits the graph)
-        all_loops = self.eval_impl == "all_loops" or (
-            self.eval_impl == "auto" and 1 < n <= self.eval_all_loops_tokens)
-        return self._eval_all_loops(h_nd) if all_loops else self._eval_compact(h_nd)
+    def _train_full(self, h_nd: torch.Tensor, p_nl: torch.Tensor):
+        """Algorithm 1: every token runs L_max loops with autograd; Y_depth = sum_l p_l H^(l) (Eq. 9, 11)."""
+        a_nh = self.hidden(h_nd)  # loop 1's activations, shared with the width path
+        states = [h_nd + self.down_proj(a_nh)]
+        for _ in range(2, self.max_loops + 1):
+            states.append(self.step(states[-1]))
+        lam_n = width_weight(self.mode, self.max_loops, p_nl)
+        y_width = logits_ne = experts_nk = None
+        if self.mode != "depth":
+            y_width, logits_ne, experts_nk = self._width(h_nd, a_nh)
+        return fuse(y_width, select_loop_states(states, p_nl), lam_n), lam_n, logits_ne, experts_nk
 
-    def _eval_compact(self, h_nd: torch.Tensor) -> torch.Tensor:
-        """Each token runs exactly its l_hat loops: tokens sorted by l_hat (descending) once, loop l runs on
-        the prefix that still needs it, the width path only on the suffix with lambda > 0. One host read of
-        the bucket sizes per layer, deferred until loop 1 is queued. (Measured faster on the H100 than a
-        variant that also queued the router and statistics before the read and padded the buckets to the
-        row quantum: benchmarks/results/h100_run2 vs h100_run3.)"""
-        n, L = h_nd.shape[0], self.max_loops
-        loops_n = self._predicted_loops(h_nd)
-        order_n, inverse_n, read_counts = sort_by_loops(loops_n, L)
+    def _forward_eval(self, h_nd: torch.Tensor, given_n: torch.Tensor | None) -> torch.Tensor:
+        """Discrete early exit + conditional parallelism ("Inference Optimization"): each token's output is
+        H^(l_hat), fused with the width path where lambda > 0."""
+        if self.mode == "width":
+            y_nd, _, experts_nk = self._width(h_nd, self.hidden(h_nd))
+            self._record(h_nd.shape[0], None, None, experts_nk)
+            return y_nd
+        builds_graph = torch.is_grad_enabled() and (h_nd.requires_grad or self.down_proj.weight.requires_grad)
+        if not self.runtime.eval_engine(h_nd) or builds_graph:
+            loops_n = self._predicted_loops(h_nd) if given_n is None else given_n
+            y_nd, lam_n, experts_nk = self._eval_plain(h_nd, loops_n)
+            self._record(h_nd.shape[0], loops_n, lam_n, experts_nk)
+            return y_nd
+        # the loop head and the router from one fp32 GEMM: one fp32 copy of H instead of two
+        heads = [self.loop_predictor.weight] + ([self.router.weight] if self.mode != "depth" else [])
+        logits = fp32_logits(h_nd, torch.cat(heads))
+        loops_n = self._predicted_loops(h_nd, logits[:, :self.max_loops]) if given_n is None else given_n
+        y_nd, loop_counts, expert_counts = engine.eval_forward(self, h_nd, loops_n, logits[:, self.max_loops:])
+        lam_l = width_weight(self.mode, self.max_loops, torch.arange(1, self.max_loops + 1, device=h_nd.device))
+        self._record_counts(h_nd.shape[0], loop_counts, None if lam_l is None else (loop_counts * lam_l).sum(),
+                            expert_counts)
+        return y_nd
+
+    def _eval_plain(self, h_nd: torch.Tensor, loops_n: torch.Tensor):
+        """Tokens sorted by l_hat (descending), loop l on the prefix that still needs it, the width path on the
+        suffix with lambda > 0; bucket sizes read on the host. -> (Y, lambda, experts)."""
+        L = self.max_loops
+        order_n, inverse_n, counts = sort_by_loops(loops_n, L)  # counts[l]: tokens with exactly l loops
         h_sorted = h_nd.index_select(0, order_n)
-        loops_sorted = loops_n.index_select(0, order_n)
+        lam_n = width_weight(self.mode, L, loops_n.index_select(0, order_n))
+        at_least = [sum(counts[l:]) for l in range(L + 2)]  # at_least[l]: tokens with >= l loops
         a_nh = self.hidden(h_sorted)
         cur = h_sorted + self.down_proj(a_nh)
-        counts = read_counts()                                # counts[l] = tokens with exactly l loops
-        at_least = [sum(counts[l:]) for l in range(L + 2)]    # at_least[l] = tokens with >= l loops
         finished = []
         for loop in range(1, L + 1):
             still_running = at_least[loop + 1]
@@ -392,43 +380,15 @@ class VersatileFFN(DenseFFN):
             if still_running == 0:
                 break
             cur = self.step(cur[:still_running])
-        y_depth = torch.cat(finished[::-1])
-        lam_n = (L - loops_sorted).to(torch.float32) / L
-        if self.mode == "depth":
-            y_sorted, experts_nk = y_depth, None
-        else:
-            start = at_least[L] if self.mode == "gated" else 0  # gated: lambda = 0 for l_hat = L_max
-            if self.mode == "ungated":
-                lam_n = torch.full_like(lam_n, 0.5)
-            y_width, _, experts_nk = self._width(h_sorted[start:], a_nh[start:])
-            y_sorted = torch.cat([y_depth[:start], self._fuse(y_width, y_depth[start:], lam_n[start:])])
-        self._record(n, loops_n, lam_n, experts_nk)
-        return y_sorted.index_select(0, inverse_n)
-
-    def _eval_all_loops(self, h_nd: torch.Tensor) -> torch.Tensor:
-        """Sync-free: every token runs L_max loops and keeps H^(l_hat); the width path runs for every token
-        and enters with lambda = 0 where l_hat = L_max (lerp with weight 0 returns Y_depth exactly)."""
-        n, L = h_nd.shape[0], self.max_loops
-        loops_n = self._predicted_loops(h_nd)
-        a_nh = self.hidden(h_nd)
-        onehot_nl = (loops_n.unsqueeze(-1) == torch.arange(1, L + 1, device=h_nd.device)).to(h_nd.dtype)
-        y_depth = select_loop_states(self._depth_states(h_nd, a_nh), onehot_nl)  # exact: a one-hot contraction
-        lam_n = (L - loops_n).to(torch.float32) / L
+        y_sorted = torch.cat(finished[::-1])
         experts_nk = None
-        if self.mode == "depth":
-            y_nd = y_depth
-        else:
-            if self.mode == "ungated":
-                lam_n = torch.full_like(lam_n, 0.5)
-            y_width, _, experts_nk = self._width(h_nd, a_nh)
-            y_nd = self._fuse(y_width, y_depth, lam_n)
-            if self.mode == "gated":  # count width work only where it is used (value N: not counted)
-                experts_nk = torch.where((loops_n < L).unsqueeze(-1), experts_nk, self.n_experts)
-        self._record(n, loops_n, lam_n, experts_nk)
-        return y_nd
+        if self.mode != "depth":
+            start = at_least[L] if self.mode == "gated" else 0  # gated: lambda = 0 for l_hat = L_max
+            y_width, _, experts_nk = self._width(h_sorted[start:], a_nh[start:])
+            y_sorted = torch.cat([y_sorted[:start], fuse(y_width, y_sorted[start:], lam_n[start:])])
+        return y_sorted.index_select(0, inverse_n), lam_n, experts_nk
 
     def extra_repr(self) -> str:
         c = self.config
         return (super().extra_repr() + f", n_experts={c.n_experts}, top_k={c.top_k}, d_expert={c.expert_dim}, "
                 f"max_loops={c.max_loops}, mode={c.mode!r}")
-

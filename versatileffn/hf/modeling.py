@@ -15,7 +15,7 @@ Norm placement (the F that the depth loop repeats, Eq. 9):
 * pre-norm (Llama, Qwen2, Mistral): F(h) = h + W_out phi(W_proj norm(h)) — ``VersatileFFN`` as is, with
   ``post_attention_layernorm`` as its norm;
 * post-norm (OLMo2): F(h) = h + norm(W_out phi(W_proj h)) — ``PostNormVersatileFFN``; its width path cannot
-  use the mask identity (the norm is nonlinear in the summed output), see ``PostNormVersatileFFN._width``.
+  use the mask identity (the norm is nonlinear in the summed output), see ``PostNormVersatileFFN``.
 
 The recursion touches only the FFN: attention runs once per layer per token, so the standard KV cache is
 unchanged (unlike Mixture-of-Recursions / looped LMs, which need a cache per recursion).
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 import transformers
 
 from ..ffn import VersatileFFN, VersatileFFNConfig
-from ..ffn.common import SHAPE_FIELDS, fp32_logits, top_k_gates
+from ..ffn.common import SHAPE_FIELDS
 from ..ffn.control import FFNControl
 from ..model import LMOutput, ModelConfig
 
@@ -62,14 +62,14 @@ class PostNormVersatileFFN(VersatileFFN):
     """VersatileFFN around a post-norm FFN sublayer (OLMo2): F(h) = h + norm(W_out phi(W_proj h)).
 
     ``hidden`` skips the pre-norm (``self.norm`` is the identity) and ``down_proj`` applies the output norm, so
-    the depth path (loop 1 and ``step``) is inherited unchanged. The width path is overridden: with a
-    post-norm each expert's output is normalised on its own,
+    the depth path (loop 1 and ``step``) is inherited unchanged. ``post_norm`` tells the width path that each
+    expert's output is normalised on its own,
         Y_width = sum_k g_k (H + norm(W_out^(k) phi(W_proj^(k) H))) = H + sum_k g_k norm(W_out^(k) a[I_k])
     (gates sum to 1), and sum_k g_k norm(y_k) != norm(sum_k g_k y_k), so the masked single projection of the
-    pre-norm layer would be wrong. Every expert's output is computed for every token (N slices of W_out:
-    d_hidden * d_model multiply-adds per token when experts do not overlap, i.e. one down projection), then
-    the top-K gates pick them — sync-free, like the rest of the training forward.
+    pre-norm layer would be wrong (``VersatileFFN._width``, and the engine's grouped width path).
     """
+
+    post_norm = True
 
     def __init__(self, config: VersatileFFNConfig, norm: nn.Module | None = None):
         super().__init__(config)
@@ -94,15 +94,9 @@ class PostNormVersatileFFN(VersatileFFN):
             module.down_proj.weight.copy_(w_down)
         return module
 
-    def _width(self, h_nd: torch.Tensor, a_nh: torch.Tensor):
-        logits_ne = fp32_logits(h_nd, self.router.weight)  # router sees the un-normalised H (Sec. 3.2)
-        _, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
-        w_out = self.down_proj.weight
-        y_ned = torch.stack([F.linear(a_nh[:, lo:hi], w_out[:, lo:hi]) for lo, hi in self.config.expert_slices()],
-                            dim=1)  # Eq. 6-7 per expert, before its norm
-        normed_ned = self.down_proj.norm(y_ned)
-        y_nd = h_nd + (dense_gates_ne.to(normed_ned.dtype).unsqueeze(-1) * normed_ned).sum(1)  # Eq. 8
-        return y_nd, logits_ne, experts_nk
+    def output_norm(self, y: torch.Tensor) -> torch.Tensor:
+        """The width path and the ragged-loop engine apply W_out and this norm separately."""
+        return self.down_proj.norm(y)
 
 
 class ZeroBranch(nn.Module):
@@ -259,16 +253,16 @@ class VersatileCausalLMMixin(FFNControl):
         layers = self.versatile_layers()
         if any(not m.uses_depth for m in layers):
             raise ValueError("identity mode needs the depth path; mode='width' has none (use gated/depth/ungated)")
-        saved = [(m.mode, m.inference_loop_cap) for m in layers]
+        saved = [(m.mode, m.runtime.loop_cap) for m in layers]
         was_training = self.training
         self.eval()
         try:
             for m in layers:
-                m.mode, m.inference_loop_cap = "depth", 1
+                m.mode, m.runtime.loop_cap = "depth", 1
             yield self
         finally:
             for m, (mode, cap) in zip(layers, saved):
-                m.mode, m.inference_loop_cap = mode, cap
+                m.mode, m.runtime.loop_cap = mode, cap
             self.train(was_training)
 
     # --------------------------------------------------------------------------------------- saving
