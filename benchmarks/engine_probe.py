@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from versatileffn.config import FFNConfig, VersatileFFNConfig
+from versatileffn.ffn import VersatileFFNConfig
 from versatileffn.ffn import DenseFFN, LoopFFN, VersatileFFN, engine, ragged
 from versatileffn.model import model_config
 
@@ -36,7 +36,7 @@ MIXES = {"all1": [1.0, 0.0, 0.0, 0.0], "uniform": [0.25, 0.25, 0.25, 0.25], "eas
 
 @dataclass
 class Plan:
-    preset: str = "paper-354m"  # the FFN shape: d_model, d_hidden of the model preset, FFNConfig's N, K, L_max
+    preset: str = "paper-354m"  # the FFN shape: d_model, d_hidden of the model preset, VersatileFFNConfig's N, K, L_max
     eval_tokens: tuple[int, ...] = (4096, 16384)
     decode_tokens: tuple[int, ...] = (1, 8, 64)
     train_tokens: tuple[int, ...] = (4096, 16384)
@@ -77,8 +77,7 @@ def graphed(fn):
 
 
 def ffn_config(plan: Plan) -> VersatileFFNConfig:
-    model = model_config(plan.preset, FFNConfig(kind="versatile", tau_start=1.0))
-    return model.ffn.versatile(model.d_model, model.d_hidden, model.norm_eps, model.init_std)
+    return model_config(plan.preset, VersatileFFNConfig(tau_start=1.0)).ffn_layer_config()
 
 
 def make_layers(s: VersatileFFNConfig, device, dtype):

@@ -1,6 +1,10 @@
-"""Build results/REPORT.md (tables next to the paper's numbers) and training-curve PNGs from the run records.
+"""Build results/TABLES.md (tables next to the paper's numbers) and training-curve PNGs from the run records.
 
     python experiments/report.py --runs results/runs --out results
+
+Two baselines (issue 17): the paper's Table 1 "Base" (2.779) is the checkpoint before continued training, so its
+gains are measured against the dense START; its own continued dense run (Section 4.1, depth-only with one loop,
+2.654) is the fair baseline, as Base continued is here. Every table says which one a Δ is taken against.
 """
 from __future__ import annotations
 
@@ -11,25 +15,21 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from versatileffn.paper import TASK_LABELS, TASKS, VARIANTS  # noqa: E402
+from versatileffn.paper import TASK_LABELS, TASKS  # noqa: E402
+
+from rows import (DENSE_START, DENSE_START_PAPER, PAPER_BASE_CONTINUED, PAPER_DENSE_START, ROWS,  # noqa: E402
+                  label)
 
 ABBREV = tuple(TASK_LABELS[t] for t in TASKS)
-# FACTS.md, 354M: (loss, avg acc) and FFN FLOPs (M)
-PAPER = {"base": (2.779, 47.98, 377.49), "moe": (2.585, 51.48, 471.86), "loop2": (2.631, 51.47, 754.98),
-         "loop4": (2.625, 51.98, 1509.96), "loop6": (2.623, 51.94, 2264.96), "versatile": (2.617, 52.33, 1236.08),
-         "width": (2.633, None, None), "depth": (2.625, None, None), "ungated": (2.618, 52.10, None),
-         "versatile-L2": (2.625, 51.54, None), "versatile-L6": (2.615, 51.61, None),
-         "versatile-8c4": (2.617, 52.22, None), "versatile-16c4": (2.617, 51.72, None),
-         "scratch-dense": (2.779, 47.98, None), "scratch-loop4": (2.641, 50.81, None),
-         "scratch-versatile": (2.654, 51.14, None)}
-LABEL = {"pretrain-dense": "dense start (pre-trained, 1 epoch)", **{v.run: v.label for v in VARIANTS.values()},
-         "scratch-dense": "Base (scratch)", "scratch-loop4": "4-Loop (scratch)",
-         "scratch-versatile": "VersatileFFN (scratch)"}
-TABLES = {"Table 1/2 — continued pre-training": ["pretrain-dense", "base", "moe", "loop2", "loop4", "loop6", "versatile"],
-          "Table 3 — ablation (gating = VersatileFFN)": ["base", "width", "depth", "ungated", "versatile"],
-          "Table 4 — L_max and experts": ["versatile-L2", "versatile", "versatile-L6", "versatile-8c4", "versatile-16c4"],
-          "Table 5 — from scratch, same total tokens": ["scratch-dense", "scratch-loop4", "scratch-versatile"]}
+SECTIONS = {"Table 1/2 — continued pre-training": [DENSE_START, "base", "moe", "loop2", "loop4", "loop6", "versatile"],
+            "Table 3 — ablation (gating = VersatileFFN)": ["base", "width", "depth", "ungated", "versatile"],
+            "Table 4 — L_max and experts": ["versatile-L2", "versatile", "versatile-L6", "versatile-8c4", "versatile-16c4"],
+            "Table 5 — from scratch, same total tokens": ["scratch-dense", "scratch-loop4", "scratch-versatile"]}
+BASELINE_ROWS = ["moe", "loop2", "loop4", "loop6", "versatile", "width", "depth", "ungated", "versatile-L2",
+                 "versatile-L6", "versatile-8c4", "versatile-16c4"]
+STEPS_PAIRS = [("base", "base-4x"), ("loop4", "loop4-4x"), ("versatile", "versatile-4x")]  # (222 steps, 4x steps)
 
 
 def load(runs: Path) -> dict[str, list[dict]]:
@@ -48,35 +48,144 @@ def cell(values: list[float], fmt: str) -> str:
     return f"{format(statistics.mean(values), fmt)} ± {format(statistics.stdev(values), fmt.lstrip('+'))}"
 
 
+def paper_of(run: str) -> tuple:
+    return DENSE_START_PAPER if run == DENSE_START else ROWS[run].paper if run in ROWS else (None, None, None)
+
+
+def paired(run: str, recs: dict[str, list[dict]]) -> list[float]:
+    """Loss minus the same seed's reference row (the row's `base`): seeds also change the pre-trained start, so
+    only a paired difference is free of that spread."""
+    ref = ROWS[run].base if run in ROWS else "base"
+    base_loss = {r["seed"]: r["val"]["loss"] for r in recs.get(ref, [])}
+    return [r["val"]["loss"] - base_loss[r["seed"]] for r in recs.get(run, []) if r["seed"] in base_loss]
+
+
+def vs_start(run: str, recs: dict[str, list[dict]]) -> list[float]:
+    """Loss minus the dense start it continued from (the record's own, else the seed's pre-training record)."""
+    start = {r["seed"]: r["val"]["loss"] for r in recs.get(DENSE_START, [])}
+    out = []
+    for r in recs.get(run, []):
+        ref = (r.get("dense_start") or {}).get("val_loss", start.get(r["seed"]))
+        if ref is not None:
+            out.append(r["val"]["loss"] - ref)
+    return out
+
+
+def mean_loops(rs: list[dict]) -> list[float]:
+    return [r["flops"]["all_tasks"]["mean_loops"] for r in rs if (r["flops"].get("all_tasks") or {}).get("mean_loops")]
+
+
+def step0_gaps(rs: list[dict]) -> list[float]:
+    return [r["step0"]["gap"] for r in rs if r.get("step0")]
+
+
+def fmt_paper(value, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def table(name: str, rows: list[str], recs: dict[str, list[dict]]) -> str:
-    head = ["Method", "seeds", "val loss", "Δ vs Base (same seed)", "paper loss (train, 354M)"] + list(ABBREV) + ["Avg", "paper Avg (354M)", "params (M)",
-                                                                        "FFN MFLOPs/token (exact)", "(paper formula)",
-                                                                        "paper FFN MFLOPs (354M)", "mean loops"]
-    lines = [f"### {name}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    scratch = all(ROWS[r].init == "scratch" for r in rows if r in ROWS)
+    head = ["Method", "seeds", "val loss", "Δ vs Base (scratch), same seed" if scratch else "Δ vs Base continued (same seed)",
+            "paper loss (train, 354M)"] + list(ABBREV)
+    head += ["Avg", "paper Avg (354M)", "params (M)", "FFN MFLOPs/token (exact)", "(paper formula)",
+             "paper FFN MFLOPs (354M)", "mean loops"]
+    lines = []
     for run in rows:
         rs = recs.get(run, [])
-        paper = PAPER.get(run, (None, None, None))
+        paper = paper_of(run)
         if not rs:
-            lines.append("| " + " | ".join([LABEL[run], "0", "not run yet"] + ["–"] * (len(head) - 3)) + " |")
+            lines.append([label(run), "0", "not run yet"] + ["–"] * (len(head) - 3))
             continue
-        # seeds differ in the pre-trained start as well: the paired difference to the same seed's Base is what
-        # a seed spread cannot blur (Table 5 compares with the scratch Base)
-        ref = "scratch-dense" if run.startswith("scratch-") else "base"
-        base_loss = {r["seed"]: r["val"]["loss"] for r in recs.get(ref, [])}
-        delta = [r["val"]["loss"] - base_loss[r["seed"]] for r in rs if r["seed"] in base_loss]
+        ref = ROWS[run].base if run in ROWS else None
         acc = [[100 * r["tasks"]["tasks"][t]["primary"] for r in rs if r.get("tasks")] for t in TASKS]
         fl = [r["flops"]["all_tasks"] for r in rs if r["flops"].get("all_tasks")]
-        loops = [r["flops"]["all_tasks"].get("mean_loops") for r in rs if (r["flops"].get("all_tasks") or {}).get("mean_loops")]
-        cells = [LABEL[run], str(len(rs)), cell([r["val"]["loss"] for r in rs], ".4f"),
-                 "–" if run == ref else cell(delta, "+.4f"), "–" if paper[0] is None else f"{paper[0]:.3f}"]
+        cells = [label(run), str(len(rs)), cell([r["val"]["loss"] for r in rs], ".4f"),
+                 "–" if run == ref else cell(paired(run, recs) if ref else
+                                             [-d for d in vs_start("base", recs)], "+.4f"),
+                 fmt_paper(paper[0], ".3f")]
         cells += [cell(a, ".1f") for a in acc]
-        cells += [cell([100 * r["tasks"]["average"] for r in rs if r.get("tasks")], ".2f"),
-                  "–" if paper[1] is None else f"{paper[1]:.2f}", f"{rs[0]['params']['total'] / 1e6:.2f}",
-                  cell([f["paper"] / 1e6 for f in fl if f.get("paper")], ".2f"),
-                  cell([f["formula"] / 1e6 for f in fl if f.get("formula")], ".2f"),
-                  "–" if paper[2] is None else f"{paper[2]:.2f}", cell(loops, ".2f")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        cells += [cell([100 * r["tasks"]["average"] for r in rs if r.get("tasks")], ".2f"), fmt_paper(paper[1], ".2f"),
+                  f"{rs[0]['params']['total'] / 1e6:.2f}", cell([f["paper"] / 1e6 for f in fl if f.get("paper")], ".2f"),
+                  cell([f["formula"] / 1e6 for f in fl if f.get("formula")], ".2f"), fmt_paper(paper[2], ".2f"),
+                  cell(mean_loops(rs), ".2f")]
+        lines.append(cells)
+    return "\n".join([f"### {name}", ""] + md_table(head, lines))
+
+
+def baselines_table(recs: dict[str, list[dict]]) -> str:
+    """Issue 17, part 1: every continued row against both baselines, each next to the paper's matching number."""
+    head = ["Method", "seeds", "Δ vs dense start (the paper's way)", f"paper: loss − {PAPER_DENSE_START} (its Base)",
+            "Δ vs Base continued (fair; same seed)", f"paper: loss − {PAPER_BASE_CONTINUED} (its continued dense run)",
+            "step-0 gap to dense start", "mean loops"]
+    lines = []
+    for run in ["base"] + BASELINE_ROWS:
+        rs = recs.get(run, [])
+        if not rs:
+            continue
+        loss = ROWS[run].paper[0]
+        lines.append([label(run), str(len(rs)), cell(vs_start(run, recs), "+.4f"),
+                      fmt_paper(None if loss is None else loss - PAPER_DENSE_START, "+.3f"),
+                      "–" if run == "base" else cell(paired(run, recs), "+.4f"),
+                      "reference" if run == "base" else fmt_paper(None if loss is None else loss - PAPER_BASE_CONTINUED,
+                                                                  "+.3f"),
+                      cell(step0_gaps(rs), "+.4f"), cell(mean_loops(rs), ".2f")])
+    text = [
+        "### Two baselines (issue 17)", "",
+        f"The paper's Table 1 *Base* ({PAPER_DENSE_START}) is the dense checkpoint **before** continued pre-training "
+        "(the same numbers as its Table 5 model without continued pre-training), so its gains are measured against "
+        "the dense **start**. Its own dense model trained for the same extra epoch is Section 4.1's depth-only run "
+        f"with one loop ({PAPER_BASE_CONTINUED}); against it the paper's gains shrink to the fourth column. Here, "
+        "*Δ vs dense start* = loss − the pre-trained dense model every row continued from (the paper's way); "
+        "*Δ vs Base continued* = loss − the dense model continued with the same tokens and recipe, same seed (the "
+        "fair way). Our losses are validation losses, the paper's are training losses; compare differences, not "
+        "levels. Step-0 gap: validation loss right after the conversion, before any training, minus the dense "
+        "start's on the same tokens (records from issue 17 on).", ""]
+    return "\n".join(text + md_table(head, lines))
+
+
+def steps_table(recs: dict[str, list[dict]]) -> str | None:
+    """Issue 17, part 4: the paired Δ after 4x more optimizer steps over the same tokens, next to the 1x one."""
+    if not any(recs.get(many) for _, many in STEPS_PAIRS):
+        return None
+    head = ["Method", "seeds (1x / 4x)", "optimizer steps (1x / 4x)", "val loss, 1x steps", "val loss, 4x steps",
+            "Δ vs Base continued, 1x steps", "Δ vs Base continued, 4x steps", "mean loops (1x / 4x)"]
+    lines = []
+    for one, many in STEPS_PAIRS:
+        a, b = recs.get(one, []), recs.get(many, [])
+        lines.append([label(one), f"{len(a)} / {len(b)}", f"{steps(a)} / {steps(b)}",
+                      cell([r["val"]["loss"] for r in a], ".4f"), cell([r["val"]["loss"] for r in b], ".4f"),
+                      "–" if one == "base" else cell(paired(one, recs), "+.4f"),
+                      "–" if one == "base" else cell(paired(many, recs), "+.4f"),
+                      f"{cell(mean_loops(a), '.2f')} / {cell(mean_loops(b), '.2f')}"])
+    text = ["### More optimizer steps over the same tokens (issue 17, part 4)", "",
+            "The same one epoch of continued pre-training with a 4x smaller global batch (4x the optimizer steps), "
+            "same peak LR and schedule shape; each 4x row is paired with Base continued at 4x steps from the same "
+            "dense start.", ""]
+    return "\n".join(text + md_table(head, lines))
+
+
+def steps(rs: list[dict]) -> str:
+    """Optimizer steps of the records (older records: the last logged step of the curve)."""
+    return cell([float(r.get("steps") or r["curve"][-1]["step"]) for r in rs if r.get("steps") or r["curve"]], ".0f")
+
+
+def other_table(recs: dict[str, list[dict]]) -> str | None:
+    """Rows no section above shows (e.g. issue 17's dense-preserving starts), with their paired Δ and step-0 gap."""
+    shown = {r for rows in SECTIONS.values() for r in rows} | {r for pair in STEPS_PAIRS for r in pair}
+    others = sorted(r for r in recs if r not in shown)
+    if not others:
+        return None
+    head = ["Method", "run", "seeds", "val loss", "Δ vs its paired row (same seed)", "Δ vs dense start",
+            "step-0 gap to dense start", "mean loops"]
+    lines = [[label(run), f"`{run}`", str(len(recs[run])), cell([r["val"]["loss"] for r in recs[run]], ".4f"),
+              f"{cell(paired(run, recs), '+.4f')} (vs {label(ROWS[run].base if run in ROWS else 'base')})",
+              cell(vs_start(run, recs), "+.4f"), cell(step0_gaps(recs[run]), "+.4f"), cell(mean_loops(recs[run]), ".2f")]
+             for run in others]
+    return "\n".join(["### Other rows", ""] + md_table(head, lines))
 
 
 CURVES = {  # file -> (runs, x label, title)
@@ -85,9 +194,11 @@ CURVES = {  # file -> (runs, x label, title)
     "curves_table34.png": (["base", "versatile", "width", "depth", "ungated", "versatile-L2", "versatile-L6",
                             "versatile-8c4", "versatile-16c4"], "continued pre-training tokens (M)",
                            "Tables 3 and 4: VersatileFFN ablations, same start and recipe"),
-    "curves_table5.png": (["pretrain-dense", "scratch-dense", "scratch-loop4", "scratch-versatile"],
+    "curves_table5.png": ([DENSE_START, "scratch-dense", "scratch-loop4", "scratch-versatile"],
                           "training tokens from random init (M)",
                           "From scratch: two epochs (= pre-training + continued pre-training tokens)"),
+    "curves_steps4x.png": (["base", "loop4", "versatile", "base-4x", "loop4-4x", "versatile-4x"],
+                           "continued pre-training tokens (M)", "The same tokens in 222 vs 4x as many optimizer steps"),
 }
 
 
@@ -100,13 +211,13 @@ def curves(recs: dict[str, list[dict]], out: Path) -> list[Path]:
     paths = []
     for name, (wanted, xlabel, title) in CURVES.items():
         runs = [r for r in wanted if any(x["seed"] == 0 for x in recs.get(r, []))]
-        if not runs:
+        if not runs or (name == "curves_steps4x.png" and not any(r.endswith("-4x") for r in runs)):
             continue
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for i, run in enumerate(runs):
             c = next(x for x in recs[run] if x["seed"] == 0)["curve"]
-            ax.plot([p["tokens"] / 1e6 for p in c], [p["loss"] for p in c], label=LABEL[run], lw=1.2,
-                    ls="-" if i < 5 else "--")
+            ax.plot([p["tokens"] / 1e6 for p in c], [p["loss"] for p in c], label=label(run), lw=1.2,
+                    ls="-" if i < 5 and not run.endswith("-4x") else "--")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("training loss (seed 0)")
         ax.set_title(title, fontsize=10)
@@ -127,6 +238,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     recs = load(Path(args.runs))
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     pngs = curves(recs, out)
     every = [r for rs in recs.values() for r in rs]
     devices = sorted({f"{r['device']} (torch {r['torch']})" for r in every})
@@ -136,7 +248,9 @@ def main(argv=None) -> int:
              f"continued run, {2 * epoch:,} (two epochs) for Table 5. Mean ± standard deviation over seeds where "
              "there are several. Accuracies: first 1,000 questions per task (all of ARC-C, OBQA, ARC-E; HellaSwag, "
              "PIQA, CSQA, WG, SciQ truncated), OLMES primary metric, %."]
-    parts += [table(name, rows, recs) for name, rows in TABLES.items()]
+    parts.append(baselines_table(recs))
+    parts += [table(name, rows, recs) for name, rows in SECTIONS.items()]
+    parts += [t for t in (steps_table(recs), other_table(recs)) if t]
     parts += [f"![training curves]({p.name})" for p in pngs]
     (out / "TABLES.md").write_text("\n\n".join(parts) + "\n")
     print((out / "TABLES.md").read_text())

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from versatileffn.config import VersatileFFNConfig
+from versatileffn.ffn import VersatileFFNConfig
 from versatileffn.ffn import VersatileFFN, engine, ragged
 from versatileffn.ffn.runtime import RuntimeOptions
 

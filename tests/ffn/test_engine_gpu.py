@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from versatileffn.config import VersatileFFNConfig
+from versatileffn.ffn import VersatileFFNConfig
 from versatileffn.ffn import VersatileFFN, ragged
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

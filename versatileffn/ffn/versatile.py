@@ -295,6 +295,11 @@ class VersatileFFN(DenseFFN):
             loops_n = loops_n.clamp(max=self.runtime.loop_cap)
         return loops_n
 
+    @torch.no_grad()
+    def predicted_loops(self, x: torch.Tensor) -> torch.Tensor:
+        """The loop count l_hat each token of x [..., d_model] runs in eval mode (shape x.shape[:-1])."""
+        return self._predicted_loops(x.reshape(-1, self.d_model)).view(x.shape[:-1])
+
     # ----------------------------------------------------------------------------------------- forward
 
     def forward(self, x: torch.Tensor, loops: torch.Tensor | None = None) -> torch.Tensor:
