@@ -30,11 +30,12 @@ SECTIONS = {"Table 1/2 — continued pre-training": [DENSE_START, "base", "moe",
 BASELINE_ROWS = ["moe", "loop2", "loop4", "loop6", "versatile", "width", "depth", "ungated", "versatile-L2",
                  "versatile-L6", "versatile-8c4", "versatile-16c4"]
 STEPS_PAIRS = [("base", "base-4x"), ("loop4", "loop4-4x"), ("versatile", "versatile-4x")]  # (222 steps, 4x steps)
+DP_PAIRS = [("versatile", "versatile-dp"), ("loop4", "loop4-dp")]  # (the paper's start, the dense-preserving one)
 
 
-def load(runs: Path) -> dict[str, list[dict]]:
+def load(runs: Path, pattern: str = "seed*/*.json") -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
-    for f in sorted(runs.glob("seed*/*.json")):
+    for f in sorted(runs.glob(pattern)):
         rec = json.loads(f.read_text())
         out.setdefault(rec["run"], []).append(rec)
     return out
@@ -173,9 +174,53 @@ def steps(rs: list[dict]) -> str:
     return cell([float(r.get("steps") or r["curve"][-1]["step"]) for r in rs if r.get("steps") or r["curve"]], ".0f")
 
 
+def layer_mean(rs: list[dict], key: str) -> list[float]:
+    """A per-layer value of the final model's validation statistics (e.g. the dense-preserving scales), averaged."""
+    out = []
+    for r in rs:
+        vals = [layer[key] for layer in (r.get("val_ffn_stats") or []) if key in layer]
+        if vals:
+            out.append(sum(vals) / len(vals))
+    return out
+
+
+def exact_mflops(rs: list[dict]) -> list[float]:
+    return [r["flops"]["all_tasks"]["paper"] / 1e6 for r in rs if (r["flops"].get("all_tasks") or {}).get("paper")]
+
+
+def dp_table(recs: dict[str, list[dict]], step0_recs: dict[str, list[dict]]) -> str | None:
+    """Issue 17, part 2: the dense-preserving start against the paper's, each paired with its own Base continued."""
+    if not any(recs.get(dp) for _, dp in DP_PAIRS):
+        return None
+    head = ["Method", "seeds", "val loss", "Δ vs its Base continued, per seed", "Δ mean ± sd",
+            "step-0 gap to dense start", "mean executed loops", "FFN MFLOPs/token (exact)", "final width γ",
+            "final loop step s·α (mean)"]
+    lines = []
+    for run in [r for pair in DP_PAIRS for r in pair]:
+        rs = recs.get(run, [])
+        if not rs:
+            continue
+        gaps = step0_gaps(rs) or step0_gaps(step0_recs.get(run, []))
+        per_seed = ", ".join(f"s{r['seed']} {d:+.4f}" for r, d in zip(
+            [r for r in rs if r["seed"] in {b["seed"] for b in recs.get(ROWS[run].base, [])}], paired(run, recs)))
+        lines.append([label(run), str(len(rs)), cell([r["val"]["loss"] for r in rs], ".4f"), per_seed or "–",
+                      cell(paired(run, recs), "+.4f"), cell(gaps, "+.4f"), cell(mean_loops(rs), ".2f"),
+                      cell(exact_mflops(rs), ".1f"), cell(layer_mean(rs, "width_gamma"), ".3f"),
+                      cell(layer_mean(rs, "loop_step_mean"), "+.3f")])
+    text = ["### Dense-preserving start (issue 17, part 2; not the paper's method)", "",
+            "`model.ffn.dense_preserving=true` (versatileffn/ffn/dense_preserving.py): loops >= 2 add s·α ⊙ ΔF with "
+            "α = 0 at the start, and the width path is γ·(full FFN) + (1 − γ)·(the paper's top-K slices) with γ = 1 "
+            "at the start, so the converted model computes the dense model exactly at step 0. The dense-preserving "
+            "rows are paired with a Base continued from the same dense start, trained in the same call; the paper's "
+            "rows with theirs. γ and s·α: layer means of the final model (γ = 0 and s·α = 1 are the paper's layer). "
+            "Step-0 gaps of the paper's rows come from `seed<S>/step0/` where their records predate the field.", ""]
+    return "\n".join(text + md_table(head, lines))
+
+
 def other_table(recs: dict[str, list[dict]]) -> str | None:
     """Rows no section above shows (e.g. issue 17's dense-preserving starts), with their paired Δ and step-0 gap."""
-    shown = {r for rows in SECTIONS.values() for r in rows} | {r for pair in STEPS_PAIRS for r in pair}
+    shown = ({r for rows in SECTIONS.values() for r in rows} | {r for pair in STEPS_PAIRS + DP_PAIRS for r in pair}
+             | {ROWS[dp].base for _, dp in DP_PAIRS})
     others = sorted(r for r in recs if r not in shown)
     if not others:
         return None
@@ -231,6 +276,50 @@ def curves(recs: dict[str, list[dict]], out: Path) -> list[Path]:
     return paths
 
 
+def paired_curve(run: str, seed: int, recs: dict[str, list[dict]]) -> tuple[list[float], list[float]] | None:
+    """(tokens in M, training loss minus the same seed's paired row at the same step), smoothed over 5 logged steps:
+    both runs see the same batches in the same order, so the difference is free of the batches' own difficulty."""
+    rec = next((r for r in recs.get(run, []) if r["seed"] == seed), None)
+    ref = next((r for r in recs.get(ROWS[run].base, []) if r["seed"] == seed), None)
+    if rec is None or ref is None:
+        return None
+    base = {p["step"]: p["loss"] for p in ref["curve"]}
+    pts = [(p["tokens"] / 1e6, p["loss"] - base[p["step"]]) for p in rec["curve"] if p["step"] in base]
+    if len(pts) < 5:
+        return None
+    xs = [x for x, _ in pts][2:-2]
+    ys = [statistics.mean(d for _, d in pts[i - 2:i + 3]) for i in range(2, len(pts) - 2)]
+    return xs, ys
+
+
+def dp_curves(recs: dict[str, list[dict]], out: Path) -> Path | None:
+    """The whole continued pre-training against Base continued: the paper's start vs the dense-preserving one."""
+    runs = [r for pair in DP_PAIRS for r in pair]
+    if not any(recs.get(dp) for _, dp in DP_PAIRS):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, run in enumerate(runs):
+        for seed, ls in ((0, "-"), (1, "--")):
+            curve = paired_curve(run, seed, recs)
+            if curve:
+                ax.plot(*curve, color=f"C{i}", ls=ls, lw=1.2, label=f"{label(run)}, seed {seed}")
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xlabel("continued pre-training tokens (M)")
+    ax.set_ylabel("training loss − Base continued (same seed, same step)")
+    ax.set_title("The paper's start vs the dense-preserving start (smoothed over 5 logged steps)", fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "curves_dp.png", dpi=110)
+    plt.close(fig)
+    return out / "curves_dp.png"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", default="results/runs")
@@ -239,7 +328,7 @@ def main(argv=None) -> int:
     recs = load(Path(args.runs))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pngs = curves(recs, out)
+    pngs = curves(recs, out) + [p for p in (dp_curves(recs, out),) if p]
     every = [r for rs in recs.values() for r in rs]
     devices = sorted({f"{r['device']} (torch {r['torch']})" for r in every})
     epoch = min(r["tokens_seen"] for r in every)
@@ -250,7 +339,8 @@ def main(argv=None) -> int:
              "PIQA, CSQA, WG, SciQ truncated), OLMES primary metric, %."]
     parts.append(baselines_table(recs))
     parts += [table(name, rows, recs) for name, rows in SECTIONS.items()]
-    parts += [t for t in (steps_table(recs), other_table(recs)) if t]
+    parts += [t for t in (dp_table(recs, load(Path(args.runs), "seed*/step0/*.json")), steps_table(recs),
+                          other_table(recs)) if t]
     parts += [f"![training curves]({p.name})" for p in pngs]
     (out / "TABLES.md").write_text("\n\n".join(parts) + "\n")
     print((out / "TABLES.md").read_text())

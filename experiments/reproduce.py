@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 # the library, in one place
 from versatileffn.paper import VARIANTS as PAPER_VARIANTS  # noqa: E402
+from versatileffn.analysis import collect, token_lambda_ranking  # noqa: E402
 from versatileffn.data import load_tokens, read_index  # noqa: E402
 from versatileffn.ffn.temperature import compressed_tau_decay  # noqa: E402
 from versatileffn.eval import evaluate_tasks, validation_metrics  # noqa: E402
@@ -56,6 +57,9 @@ def parse_args(argv=None):
     p.add_argument("--runs", help="comma list of rows (of any table; with --table: only these of it)")
     p.add_argument("--eval-limit", type=int, default=1000, help="questions per benchmark (0: skip the benchmarks)")
     p.add_argument("--mirror", help="also copy each record here when written")
+    p.add_argument("--step0-only", action="store_true",
+                   help="only the step-0 gap of each row (converted from the dense start, no training): "
+                        "seed<S>/step0/<run>.json")
     args = p.parse_args(argv)
     if not args.table and not args.runs:
         p.error("name a --table or --runs")
@@ -142,12 +146,33 @@ def evaluate(args, trainer: Trainer) -> dict:
         val_stats = model.ffn_stats() if hasattr(model, "ffn_stats") else None
         tasks = (evaluate_tasks(model, load_tokenizer(Path(args.data) / "tokenizer.json"), limit=args.eval_limit,
                                 batch_size=32, progress=False) if args.eval_limit else None)
+        loops = token_loops(model, load_tokens(args.data, "val"), trainer.cfg.data.seq_len,
+                            load_tokenizer(Path(args.data) / "tokenizer.json"))
     flops = flop_accounting(model, {"val": val_stats, **((tasks or {}).get("ffn_stats") or {})})
-    return {"val": val, "val_ffn_stats": val_stats, "tasks": tasks, "flops": flops, "params": parameter_counts(model)}
+    return {"val": val, "val_ffn_stats": val_stats, "tasks": tasks, "flops": flops, "params": parameter_counts(model),
+            **({"token_loops": loops} if loops else {})}
+
+
+def token_loops(model, tokens, seq_len: int, tokenizer, max_tokens: int = 65_536, top: int = 12) -> list | None:
+    """Which tokens get loops: per VersatileFFN layer, the token texts with the most and the fewest executed loops
+    on the first ``max_tokens`` validation tokens (the library's Fig. 6 ranking, lambda = (L_max - loops) / L_max)."""
+    if not any(layer.uses_depth for layer in model.versatile_layers()):
+        return None
+    traces, rows = collect(model, tokens, seq_len, batch_size=16, max_tokens=max_tokens)
+    out = []
+    for trace in traces:
+        if trace.loops is None:
+            continue
+        ranking = token_lambda_ranking(trace, rows, tokenizer, top=top, min_count=20,
+                                       skip_ids={getattr(tokenizer, "eos_id", -1)})
+        out.append({"layer": trace.index, "mean_loops": float(trace.loops.mean()),
+                    "most_loops": ranking["low"], "fewest_loops": ranking["high"]})
+    return out or None
 
 
 def curve(out_dir: Path) -> list[dict]:
-    keep = ("step", "tokens", "loss", "aux_loss", "lr", "tau", "loops", "lambda", "expert_imbalance", "tokens_per_s")
+    keep = ("step", "tokens", "loss", "aux_loss", "lr", "tau", "loops", "lambda", "expert_imbalance", "tokens_per_s",
+            "loop_step", "width_gamma")  # the last two: a dense-preserving start's scales
     lines = (out_dir / "metrics.jsonl").read_text().splitlines()
     return [{k: r[k] for k in keep if k in r} for r in map(json.loads, lines) if r.get("kind") == "train"]
 
@@ -168,6 +193,18 @@ def main(argv=None) -> int:
                   "curve": curve(root / "work" / DENSE_START)}
         write(root, DENSE_START, record, trainer, args.mirror)
     start_record = root / f"{DENSE_START}.json"
+    if args.step0_only:
+        for name in args.rows:
+            cfg = run_config(args, name, root / "work" / f"{name}-step0", epoch, base_dir)
+            trainer = Trainer(cfg)
+            record = {"run": name, "seed": args.seed, "init": DENSE_START,
+                      "step0": step0(args, trainer, name, base_dir), **provenance(trainer.device)}
+            (root / "step0").mkdir(exist_ok=True)
+            (root / "step0" / f"{name}.json").write_text(json.dumps(record, indent=1))
+            if args.mirror:
+                Path(args.mirror).mkdir(parents=True, exist_ok=True)
+                shutil.copy(root / "step0" / f"{name}.json", Path(args.mirror) / f"step0-seed{args.seed}-{name}.json")
+        return 0
     for name in args.rows:
         if (root / f"{name}.json").is_file():
             print(f"[{name}] done already", flush=True)

@@ -60,6 +60,11 @@ def test_rows_records_resume_and_report(token_dir, tmp_path, capsys):
     assert s0["gap"] == pytest.approx(s0["loss"] - s0["dense_start_loss"]) and s0["tokens"] > 0
     assert 1.0 <= s0["mean_loops"] <= 4.0 and v["dense_start"]["val_loss"] == rec["pretrain-dense"]["val"]["loss"]
     assert rec["scratch-versatile"]["step0"] is None and rec["base"]["commit"] and rec["base"]["command"]
+    # the step-0 gap alone (no training), for the paper's start next to the dense-preserving one: zero gap for it
+    assert reproduce.main(reproduce_argv(token_dir, runs, "--step0-only", "--runs", "versatile-dp,loop4")) == 0
+    gaps = {n: json.loads((seed0 / "step0" / f"{n}.json").read_text())["step0"]["gap"] for n in ("versatile-dp", "loop4")}
+    assert gaps["versatile-dp"] == pytest.approx(0.0, abs=1e-5) and abs(gaps["loop4"]) > 1e-3
+    assert not (seed0 / "versatile-dp.json").exists()  # no training, no record among the rows
     # 4x steps: the same epoch in a 4x smaller global batch (micro-batch shrunk to divide it), tau compressed to it
     args = reproduce.parse_args(reproduce_argv(token_dir, runs, "--runs", "versatile-4x"))
     cfg = reproduce.run_config(args, "versatile-4x", tmp_path / "w", epoch, None)
@@ -76,7 +81,12 @@ def test_rows_records_resume_and_report(token_dir, tmp_path, capsys):
     for name, source, shift in (("versatile-4x", v, -0.5), ("base-4x", rec["base"], -0.4)):
         copy = dict(source, run=name, steps=4 * steps, val=dict(source["val"], loss=source["val"]["loss"] + shift))
         (seed0 / f"{name}.json").write_text(json.dumps(copy))
-    (seed0 / "versatile-dp.json").write_text(json.dumps(dict(v, run="versatile-dp")))
+    (seed0 / "custom-row.json").write_text(json.dumps(dict(v, run="custom-row")))
+    # the dense-preserving rows are paired with their own Base continued (issue 17, part 2)
+    (seed0 / "dp-base.json").write_text(json.dumps(dict(rec["base"], run="dp-base")))
+    dp = dict(v, run="versatile-dp", val=dict(v["val"], loss=rec["base"]["val"]["loss"] - 0.003),
+              val_ffn_stats=[dict(s, width_gamma=0.25, loop_step_mean=0.5) for s in v["val_ffn_stats"]])
+    (seed0 / "versatile-dp.json").write_text(json.dumps(dp))
     out = tmp_path / "report"
     out.mkdir()
     assert report.main(["--runs", str(runs), "--out", str(out)]) == 0
@@ -91,11 +101,14 @@ def test_rows_records_resume_and_report(token_dir, tmp_path, capsys):
     assert "| 4-Loop | 0 | not run yet |" in tables
     steps_row = row("More optimizer steps over the same tokens (issue 17, part 4)", "VersatileFFN")
     assert f"| {delta:+.4f} | {delta - 0.1:+.4f} |" in steps_row  # each paired with its own Base continued
-    other = row("Other rows", "versatile-dp")
+    dp_row = row("Dense-preserving start (issue 17, part 2; not the paper's method)",
+                 "VersatileFFN, dense-preserving start")
+    assert "s0 -0.0030" in dp_row and "| 0.250 | +0.500 |" in dp_row
+    other = row("Other rows", "custom-row")
     assert f"{delta:+.4f} (vs Base continued)" in other and f"{v['step0']['gap']:+.4f}" in other
     assert f"| {steps} / {4 * steps} |" in steps_row
     assert {p.name for p in out.glob("*.png")} == {"curves_table1.png", "curves_table34.png", "curves_table5.png",
-                                                    "curves_steps4x.png"}
+                                                    "curves_steps4x.png", "curves_dp.png"}
 
 
 def test_rows_from_any_table_and_clear_errors(monkeypatch):
@@ -108,10 +121,10 @@ def test_rows_from_any_table_and_clear_errors(monkeypatch):
             reproduce.parse_args(bad)
     # a new row is one entry of the shared table: the driver accepts it, the report labels it
     rows = sys.modules["rows"]
-    monkeypatch.setitem(rows.ROWS, "versatile-dp", rows.Row("versatile", "VersatileFFN, dense-preserving",
-                                                             ("model.ffn.max_loops=2",)))
-    assert reproduce.parse_args(["--data", "d", "--runs", "versatile-dp"]).rows == ["versatile-dp"]
-    assert rows.label("versatile-dp") == "VersatileFFN, dense-preserving" and rows.table_of("versatile-dp") is None
+    monkeypatch.setitem(rows.ROWS, "custom-row", rows.Row("versatile", "a custom row", ("model.ffn.max_loops=2",)))
+    assert reproduce.parse_args(["--data", "d", "--runs", "custom-row"]).rows == ["custom-row"]
+    assert rows.label("custom-row") == "a custom row" and rows.table_of("custom-row") is None
+    assert reproduce.parse_args(["--data", "d", "--table", "dp"]).rows == ["dp-base", "versatile-dp", "loop4-dp"]
 
 
 @pytest.mark.plotting

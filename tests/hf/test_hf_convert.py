@@ -224,3 +224,14 @@ def test_cuda_bf16_identity_and_fp32_cached_generation(newest_arch, make_dense, 
 def _same_weights(a, b) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_converted_hf_model_starts_dense(norm_arch, make_dense, ffn_options, input_ids):
+    """The dense-preserving start through the HF conversion (pre-norm and OLMo2's post-norm F)."""
+    dense = make_dense(norm_arch)
+    model = convert_dense_model(dense, {**ffn_options, "dense_preserving": True})
+    with torch.no_grad():
+        want = dense(input_ids).logits
+        torch.testing.assert_close(model.eval()(input_ids).logits, want, rtol=0, atol=1e-6)
+        torch.manual_seed(0)
+        torch.testing.assert_close(model.train()(input_ids).logits, want, rtol=0, atol=1e-6)

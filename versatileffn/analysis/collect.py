@@ -56,7 +56,7 @@ def token_quantities(layer: VersatileFFN, h_btd: torch.Tensor) -> dict[str, torc
         cur = h_nd + layer.down_proj(a_nh)  # H^(1)
         y_depth = cur.clone()
         for loop in range(2, int(loops_n.max()) + 1):
-            cur = layer.step(cur)  # Eq. 9
+            cur = layer.loop_step(cur)  # Eq. 9
             sel = loops_n == loop
             y_depth[sel] = cur[sel]
     if layer.uses_width:

@@ -14,6 +14,12 @@ from ..config import OMIT_IF_NONE, require
 SHAPE_FIELDS = ("d_model", "d_hidden", "norm_eps", "init_std")
 
 
+# Parameters of an FFN sublayer that a dense checkpoint cannot have, and that a conversion from a dense FFN
+# initialises fresh (a regex over names inside the sublayer): VersatileFFN's router and loop head, the dense-
+# preserving start's scales (zeros), the MoE baseline's real experts.
+FRESH_AFTER_CONVERSION = r"(router\.weight|loop_predictor\.weight|loop_gain\.gain|width_mix\.shift|expert_(gate|up|down))"
+
+
 @dataclass
 class FFNBaseConfig:
     """The fields every FFN kind's config shares: the sublayer's shape.

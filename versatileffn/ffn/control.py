@@ -67,8 +67,10 @@ class FFNControl:
         reset_ffn_stats(self)
 
     def ffn_stats(self) -> list[dict]:
-        """Per-layer statistics since the last reset (loop histogram, mean loops/lambda, expert load)."""
-        return [m.stats.summary() if hasattr(m, "stats") else {} for m in self.ffn_layers()]
+        """Per-layer statistics since the last reset (loop histogram, mean loops/lambda, expert load), and a
+        dense-preserving start's learned scales."""
+        return [{**(m.stats.summary() if hasattr(m, "stats") else {}),
+                 **(m.start_summary() if hasattr(m, "start_summary") else {})} for m in self.ffn_layers()]
 
     def ffn_params(self) -> int:
         return sum(p.numel() for m in self.ffn_layers() for p in m.parameters())

@@ -43,6 +43,8 @@ class DenseFFN(nn.Module):
         self.up_proj = nn.Linear(d_model, d_hidden, bias=False)
         self.down_proj = nn.Linear(d_hidden, d_model, bias=False)
         self.check_finite = False
+        # dense-preserving start (ffn/dense_preserving.py): scales what loops >= 2 add; None = the paper's F
+        self.loop_gain: nn.Module | None = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -58,6 +60,22 @@ class DenseFFN(nn.Module):
     def step(self, h: torch.Tensor) -> torch.Tensor:
         """One application of F (Eq. 2) on any [..., d_model] tensor."""
         return h + self.down_proj(self.hidden(h))
+
+    def loop_delta(self, delta: torch.Tensor) -> torch.Tensor:
+        """What a loop after the first adds (Eq. 9): ΔF, or s * alpha ⊙ ΔF with a dense-preserving start."""
+        return delta if self.loop_gain is None else self.loop_gain(delta)
+
+    def loop_step(self, h: torch.Tensor) -> torch.Tensor:
+        """F applied again, for loops l >= 2 (Eq. 9): ``step`` unless the start is dense-preserving."""
+        return h + self.loop_delta(self.down_proj(self.hidden(h)))
+
+    def start_summary(self) -> dict:
+        """The dense-preserving start's learned scales (``loop_step_*``, ``width_gamma``); {} for the paper's F."""
+        out: dict = {}
+        for part in (self.loop_gain, getattr(self, "width_mix", None)):
+            if part is not None:
+                out.update(part.summary())
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_sublayer_input(x, self.d_model, self.check_finite, type(self).__name__)

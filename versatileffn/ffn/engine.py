@@ -71,13 +71,15 @@ def expert_outputs(layer, h_nd: torch.Tensor, a_nh: torch.Tensor, active_n: torc
             "gates": gates_nk, "experts": experts_nk, "logits": logits_ne, "expert_counts": counts}
 
 
-def width_path(layer, h_nd: torch.Tensor, a_nh: torch.Tensor):
+def width_path(layer, h_nd: torch.Tensor, a_nh: torch.Tensor, delta1_nd: torch.Tensor):
     """Y_width (Eq. 8) on every token, differentiable: grouped where torch._grouped_mm runs, the layer's own
-    path otherwise. -> (Y_width, router logits, experts)."""
+    path otherwise. delta1: loop 1's ΔF (a dense-preserving width path mixes it in). -> (Y_width, router
+    logits, experts)."""
     if not uses_grouped_width(layer, a_nh):
         return layer._width(h_nd, a_nh)
     e = expert_outputs(layer, h_nd, a_nh)
-    return h_nd + gather_sum(e["y"], e["pos"], e["order"], e["gates"]), e["logits"], e["experts"]
+    h_w, gates = layer.width_mix_of(h_nd, delta1_nd, e["gates"])
+    return h_w + gather_sum(e["y"], e["pos"], e["order"], gates), e["logits"], e["experts"]
 
 
 # ------------------------------------------------------------------------------------------- eval
@@ -89,7 +91,7 @@ def _ragged_step_(layer, cur: torch.Tensor, n: torch.Tensor) -> None:
     g = ragged_mm(u, layer.gate_proj.weight.t(), n)
     v = ragged_mm(u, layer.up_proj.weight.t(), n)
     y = ragged_mm(swiglu_rows(g, v, n), layer.down_proj.weight.t(), n)
-    add_rows_(cur, layer.output_norm(y), n)
+    add_rows_(cur, layer.loop_delta(layer.output_norm(y)), n)
 
 
 @torch.no_grad()
@@ -99,7 +101,8 @@ def eval_forward(layer, h_nd: torch.Tensor, loops_n: torch.Tensor, logits_ne: to
     mode, max_loops = layer.mode, layer.max_loops
     order, inverse, hist, live = sort_by_depth(loops_n, max_loops)
     a_nh = layer.hidden(h_nd)  # loop 1's activations (every token runs loop 1), shared with the width path
-    depth = (h_nd + layer.down_proj(a_nh)).index_select(0, order)  # H^(1), sorted by l_hat
+    delta1 = layer.down_proj(a_nh)
+    depth = (h_nd + delta1).index_select(0, order)  # H^(1), sorted by l_hat
     for loop in range(2, max_loops + 1):
         _ragged_step_(layer, depth, live[loop - 2:loop - 1])
     if mode == "depth":
@@ -108,7 +111,8 @@ def eval_forward(layer, h_nd: torch.Tensor, loops_n: torch.Tensor, logits_ne: to
     active_n = lam_n > 0 if mode == "gated" else None  # lambda = 0 (l_hat = L_max): no width path
     if uses_grouped_width(layer, a_nh):
         e = expert_outputs(layer, h_nd, a_nh, active_n, logits_ne)
-        y_nd = combine_rows(depth, inverse, h_nd, e["y"], e["pos"], e["order"], e["gates"], lam_n)
+        h_w, gates = layer.width_mix_of(h_nd, delta1, e["gates"])
+        y_nd = combine_rows(depth, inverse, h_w, e["y"], e["pos"], e["order"], gates, lam_n)
         return y_nd, hist, e["expert_counts"]
     y_depth = depth.index_select(0, inverse)
     y_width, _, experts_nk = layer._width(h_nd, a_nh)
@@ -127,7 +131,7 @@ def _step_grad_rows(layer, cur: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     g = linear_grad_rows(u, layer.gate_proj.weight, n)
     v = linear_grad_rows(u, layer.up_proj.weight, n)
     y = linear_grad_rows(swiglu_grad_rows(g, v, n), layer.down_proj.weight, n)
-    return cur + layer.output_norm(y)
+    return cur + layer.loop_delta(layer.output_norm(y))
 
 
 def train_forward(layer, h_nd: torch.Tensor, p_nl: torch.Tensor, loops_n: torch.Tensor):
@@ -137,13 +141,14 @@ def train_forward(layer, h_nd: torch.Tensor, p_nl: torch.Tensor, loops_n: torch.
     order, inverse, _, live = sort_by_depth(loops_n, max_loops)
     h_nd, p_nl = permute_rows(h_nd, order, inverse), permute_rows(p_nl, order, inverse)
     a_nh = layer.hidden(h_nd)
-    states = [h_nd + layer.down_proj(a_nh)]  # H^(1): every token has l_hat >= 1
+    delta1 = layer.down_proj(a_nh)
+    states = [h_nd + delta1]  # H^(1): every token has l_hat >= 1
     for loop in range(2, max_loops + 1):
         states.append(_step_grad_rows(layer, states[-1], live[loop - 2:loop - 1]))
     y_depth = select_loop_states(states, p_nl)  # Eq. 11
     lam_n = width_weight(mode, max_loops, p_nl)
     y_width = logits_ne = experts_nk = None
     if mode != "depth":  # every token: lambda's gradient needs Y_width where its value is 0
-        y_width, logits_ne, experts_nk = width_path(layer, h_nd, a_nh)
+        y_width, logits_ne, experts_nk = width_path(layer, h_nd, a_nh, delta1)
     y_nd = fuse(y_width, y_depth, lam_n)
     return permute_rows(y_nd, inverse, order), lam_n, logits_ne, experts_nk

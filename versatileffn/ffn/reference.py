@@ -41,6 +41,9 @@ def authors_width(layer: VersatileFFN, h_nd: torch.Tensor) -> torch.Tensor:
         u = u_nd[token]
         y = h_nd[token] + F.linear(F.silu(F.linear(u, w_gate)) * F.linear(u, w_up), w_down)
         out_nd = out_nd.index_add(0, token, y * gates_nk[token, slot].to(y.dtype).unsqueeze(-1))
+    if layer.width_mix is not None:  # the dense-preserving start mixes in the full FFN (ffn/dense_preserving.py)
+        gamma = layer.width_mix().to(out_nd.dtype)
+        out_nd = gamma * layer.step(h_nd) + (1 - gamma) * out_nd
     return out_nd
 
 
@@ -50,8 +53,8 @@ def authors_train_forward(layer: VersatileFFN, x: torch.Tensor) -> torch.Tensor:
     L = layer.max_loops
     p_nl, _ = layer._loop_sample(h_nd)
     states, cur = [], h_nd
-    for _ in range(L):
-        cur = layer.step(cur)
+    for loop in range(L):
+        cur = layer.step(cur) if loop == 0 else layer.loop_step(cur)
         states.append(cur)
     y_depth = (torch.stack(states, dim=-1) * p_nl.to(h_nd.dtype).unsqueeze(1)).sum(-1)
     lam = width_weight(layer.mode, L, p_nl).to(h_nd.dtype).unsqueeze(-1)
@@ -67,8 +70,8 @@ def authors_eval_forward(layer: VersatileFFN, x: torch.Tensor, loops: torch.Tens
     L = layer.max_loops
     loops_n = layer._predicted_loops(h_nd) if loops is None else loops.reshape(-1).to(h_nd.device)
     states, cur = [], h_nd
-    for _ in range(int(loops_n.max())):
-        cur = layer.step(cur)
+    for loop in range(int(loops_n.max())):
+        cur = layer.step(cur) if loop == 0 else layer.loop_step(cur)
         states.append(cur)
     y_depth = torch.stack(states, dim=-1).gather(-1, (loops_n - 1).view(-1, 1, 1).expand(-1, layer.d_model, 1))
     y_depth = y_depth.squeeze(-1)

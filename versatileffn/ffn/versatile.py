@@ -41,6 +41,7 @@ from . import engine
 from .common import (FFNBaseConfig, attach_aux_loss, check_sublayer_input, fp32_logits, switch_balance_loss,
                      top_k_gates)
 from .dense import DenseFFN
+from .dense_preserving import LoopGain, WidthMix
 from .fast import count_values, is_recomputing, select_loop_states, sort_by_loops
 from .fusion import fuse, width_weight
 from .runtime import DEPTH_GRAD_MODES, RuntimeOptions, given_loops
@@ -72,6 +73,10 @@ class VersatileFFNConfig(FFNBaseConfig):
     # training forward: "full" = Algorithm 1 (sync-free), "exact" = backward graphs only up to each token's
     # sampled depth (same gradients, one host read), "auto" = exact on CUDA in eager mode for large calls
     depth_grad: str = "auto"
+    # a deviation from the paper, off by default (ffn/dense_preserving.py): the converted layer computes the dense
+    # sublayer exactly at step 0 (loops >= 2 scaled by s * alpha, the width path mixed with the full FFN by gamma)
+    dense_preserving: bool = False
+    dense_preserving_scale: float = 20.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,6 +100,7 @@ class VersatileFFNConfig(FFNBaseConfig):
                 "positive with tau_end <= tau_start", (self.tau_start, self.tau_end))
         require(0 < self.tau_decay <= 1, "tau_decay", "in (0, 1]", self.tau_decay)
         require(self.balance_loss_coef >= 0, "balance_loss_coef", ">= 0", self.balance_loss_coef)
+        require(self.dense_preserving_scale > 0, "dense_preserving_scale", "> 0", self.dense_preserving_scale)
 
     @property
     def expert_dim(self) -> int:
@@ -139,6 +145,12 @@ class VersatileFFN(DenseFFN):
         self.uses_depth = config.mode in ("gated", "depth", "ungated")
         self.router = nn.Linear(config.d_model, config.n_experts, bias=False) if self.uses_width else None
         self.loop_predictor = nn.Linear(config.d_model, config.max_loops, bias=False) if self.uses_depth else None
+        self.width_mix: WidthMix | None = None
+        if config.dense_preserving:
+            if self.uses_depth:
+                self.loop_gain = LoopGain(config.d_model, config.dense_preserving_scale)
+            if self.uses_width:
+                self.width_mix = WidthMix(config.dense_preserving_scale)
         # Eq. 5-6 as a 0/1 matrix [N, d_hidden]: row k marks expert k's hidden units.
         membership = torch.zeros(config.n_experts, config.d_hidden)
         for k, (lo, hi) in enumerate(config.expert_slices()):
@@ -251,11 +263,26 @@ class VersatileFFN(DenseFFN):
             logits_ne = fp32_logits(h_nd, self.router.weight)
         return (logits_ne, *top_k_gates(logits_ne, self.top_k))
 
+    def width_mix_of(self, h_nd: torch.Tensor, delta1_nd: torch.Tensor, gates: torch.Tensor):
+        """The dense-preserving width path gamma * H^(1) + (1 - gamma) * (H + sum_k g_k y_k) written as the paper's
+        H + sum_k g'_k y_k with H' = H + gamma * ΔF(H) and g' = (1 - gamma) g (the gates sum to 1). delta1: loop 1's
+        ΔF(H). -> (H', g'); (H, g) unchanged for the paper's layer."""
+        if self.width_mix is None:
+            return h_nd, gates
+        gamma = self.width_mix()
+        return h_nd + gamma.to(delta1_nd.dtype) * delta1_nd, gates * (1.0 - gamma).to(gates.dtype)
+
     def _width(self, h_nd: torch.Tensor, a_nh: torch.Tensor):
         """Eq. 6-8 on every token from loop 1's activations a. Returns (Y_width, router logits, experts)."""
         logits_ne, _, experts_nk, dense_gates_ne = self._route(h_nd)
         if not self.post_norm:  # the mask identity: Y_width = H + W_out (a * m)
-            return h_nd + self.down_proj(self._masked(a_nh, dense_gates_ne)), logits_ne, experts_nk
+            masked_nh = self._masked(a_nh, dense_gates_ne)
+            if self.width_mix is not None:  # W_out (gamma a + (1 - gamma) a * m): one projection still
+                gamma = self.width_mix().to(a_nh.dtype)
+                masked_nh = gamma * a_nh + (1 - gamma) * masked_nh
+            return h_nd + self.down_proj(masked_nh), logits_ne, experts_nk
+        if self.width_mix is not None:
+            h_nd, dense_gates_ne = self.width_mix_of(h_nd, self.down_proj(a_nh), dense_gates_ne)
         # post-norm: sum_k g_k norm(y_k) != norm(sum_k g_k y_k), so every expert's output is normalised on its
         # own: Y_width = H + sum_k g_k norm(W_out^(k) a[I_k]) (gates sum to 1), for all N experts, then gated
         w_out = self.down_proj.weight
@@ -338,7 +365,7 @@ class VersatileFFN(DenseFFN):
         a_nh = self.hidden(h_nd)  # loop 1's activations, shared with the width path
         states = [h_nd + self.down_proj(a_nh)]
         for _ in range(2, self.max_loops + 1):
-            states.append(self.step(states[-1]))
+            states.append(self.loop_step(states[-1]))
         lam_n = width_weight(self.mode, self.max_loops, p_nl)
         y_width = logits_ne = experts_nk = None
         if self.mode != "depth":
@@ -384,7 +411,7 @@ class VersatileFFN(DenseFFN):
             finished.append(cur[still_running:])  # tokens whose l_hat == loop
             if still_running == 0:
                 break
-            cur = self.step(cur[:still_running])
+            cur = self.loop_step(cur[:still_running])
         y_sorted = torch.cat(finished[::-1])
         experts_nk = None
         if self.mode != "depth":

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from ..ffn.common import FRESH_AFTER_CONVERSION
 from ..io import atomic_replace_dir
 from .folders import is_converted_hf_dir
 from .modeling import ARCHITECTURES, Architecture, VersatileCausalLMMixin, architecture, classes_for, ffn_config_for
@@ -124,7 +125,7 @@ def convert_dense_model(model_or_path, ffn_options: dict | None = None, dtype: t
         if name in own_buffers:
             owner, _, leaf = name.rpartition(".")
             model.get_submodule(owner)._buffers[leaf] = buf.detach().clone()
-    fresh = re.compile(r"^model\.layers\.\d+\.versatile_ffn\.(router|loop_predictor)\.weight$")
+    fresh = re.compile(rf"^model\.layers\.\d+\.versatile_ffn\.{FRESH_AFTER_CONVERSION}$")
     missing = [k for k in missing if not fresh.match(k)]
     if missing or unexpected:
         raise ValueError(f"dense -> VersatileFFN weight mapping failed: missing {missing[:5]}, unexpected "

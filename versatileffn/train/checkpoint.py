@@ -19,19 +19,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ..ffn.common import FRESH_AFTER_CONVERSION
 from ..hf.folders import is_converted_hf_dir
 from ..io import atomic_replace_dir, load_state, read_model_config
 
 CKPT_DIR = "checkpoints"
 _STEP_RE = re.compile(r"^step_(\d+)$")
 
-# Keys a dense checkpoint cannot have and that continued pre-training initialises fresh (by pattern):
-# VersatileFFN's router / loop head, the MoE baseline's router and real experts.
-NEW_KEY_PATTERNS = (
-    r"^blocks\.\d+\.ffn\.router\.weight$",
-    r"^blocks\.\d+\.ffn\.loop_predictor\.weight$",
-    r"^blocks\.\d+\.ffn\.expert_(gate|up|down)$",
-)
+# Keys a dense checkpoint cannot have and that continued pre-training initialises fresh (by pattern).
+NEW_KEY_PATTERNS = (rf"^blocks\.\d+\.ffn\.{FRESH_AFTER_CONVERSION}$",)
 
 
 def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:

@@ -52,10 +52,12 @@ def micro_batch_seed(seed: int, step: int, first_sequence: int) -> int:
 
 
 def ffn_summary(stats: list[dict]) -> dict:
-    """Layer-averaged FFN statistics: executed loops, lambda, expert imbalance (absent keys are skipped)."""
+    """Layer-averaged FFN statistics: executed loops, lambda, expert imbalance, a dense-preserving start's
+    scales (absent keys are skipped)."""
     out = {}
     for key, name in (("mean_loops", "loops"), ("mean_lambda", "lambda"), ("expert_imbalance", "expert_imbalance"),
-                      ("frac_below_max_loops", "frac_below_max_loops")):
+                      ("frac_below_max_loops", "frac_below_max_loops"), ("loop_step_mean", "loop_step"),
+                      ("width_gamma", "width_gamma")):
         vals = [s[key] for s in stats if key in s]
         if vals:
             out[name] = sum(vals) / len(vals)
