@@ -1,6 +1,7 @@
 """Where a result record came from: device, torch, the command line and the commit (when git can tell)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def commit_hash() -> str | None:
-    """HEAD of the checkout the script runs from; None outside a git checkout (e.g. a copied working tree)."""
+    """$VERSATILEFFN_COMMIT if set (a copied working tree on a device machine: its .git may be stale or absent),
+    else HEAD of the checkout the script runs from; None outside a git checkout."""
+    if os.environ.get("VERSATILEFFN_COMMIT"):
+        return os.environ["VERSATILEFFN_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
