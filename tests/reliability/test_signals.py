@@ -113,6 +113,8 @@ def test_two_trainings_on_one_folder_exclude_each_other(token_dir, tmp_path, cli
     for extra in ([], ["--resume"], ["--overwrite"]):
         rc, _, err = cli("train", "--config", cfg, *extra, "-q")
         assert rc == 2 and f"is in use by process {os.getpid()} on " in one_line_error(err, "train")
+    rc, _, err = cli("train", "--config", cfg, "--resume", "--overwrite", "-q")
+    assert rc == 2 and "choose one" in one_line_error(err, "train")
     first.train()  # the first one was not disturbed, and releases the folder when done
     rc, _, err = cli("train", "--config", cfg, "--resume", "--set", "train.max_steps=3", "-q")
     assert rc == 2 and "does not fit this model" in one_line_error(err, "train")  # the lock is free: next check

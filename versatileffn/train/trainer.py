@@ -76,6 +76,8 @@ class Trainer(TrainerStateIO):
     locked from here until ``train()`` returns (``close()`` releases it when ``train()`` is never called)."""
 
     def __init__(self, cfg: RunConfig, resume: bool = False, overwrite: bool = False):
+        if resume and overwrite:
+            raise UserError("--resume continues the run in the folder and --overwrite replaces it: choose one")
         self.cfg = cfg
         t = cfg.train
         self.device = resolve_device(t.device)
