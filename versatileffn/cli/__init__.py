@@ -68,12 +68,14 @@ class HelpFormatter(argparse.HelpFormatter):
 
 def _add_common_flags(parser: argparse.ArgumentParser, top: bool) -> None:
     default = False if top else argparse.SUPPRESS  # a subcommand's flag must not undo `versatileffn --debug CMD`
-    parser.add_argument("-q", "--quiet", action="store_true", default=default,
-                        help="print only warnings and errors (no progress bars)")
-    parser.add_argument("--debug", action="store_true", default=default,
-                        help="show tracebacks and debug messages (also: VERSATILEFFN_DEBUG=1)")
+    flags = [(("-q", "--quiet"), dict(dest="quiet", help="print only warnings and errors (no progress bars)")),
+             (("--debug",), dict(dest="debug", help="show tracebacks and debug messages (also: VERSATILEFFN_DEBUG=1)"))]
     if not top:  # the flag eval and prepare-data had before --quiet: kept working, no longer listed
-        parser.add_argument("--no-progress", dest="quiet", action="store_true", default=default, help=argparse.SUPPRESS)
+        flags.append((("--no-progress",), dict(dest="quiet", help=argparse.SUPPRESS)))
+    for names, kwargs in flags:
+        names = tuple(n for n in names if n not in parser._option_string_actions)  # a module's own stays
+        if names:
+            parser.add_argument(*names, action="store_true", default=default, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
