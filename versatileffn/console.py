@@ -111,7 +111,8 @@ class LineProgress:
             done += f" {self.unit}"
         rate = (self.n - self.start_n) / elapsed if elapsed > 0 else 0.0
         speed = f"{rate:.2f}" if rate < 10 and not self.unit_scale else _fmt_count(rate, self.unit_scale)
-        parts = [f"{self.desc}: {done}" if self.desc else done, f"{speed} {self.unit}/s", f"{_fmt_time(elapsed)} elapsed"]
+        parts = [f"{self.desc}: {done}" if self.desc else done, f"{speed} {self.unit}/s",
+                 f"{_fmt_time(elapsed)} elapsed"]
         parts += [f"{k}={v}" for k, v in self.postfix.items()]
         return ", ".join(parts)
 
