@@ -358,7 +358,7 @@ def parse_args(argv=None):
 def run_one(args, name: str, data: Path, work: Path) -> dict:
     cfg = run_config(args, name, data, work)
     t0 = time.perf_counter()
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, overwrite=True)  # a rerun into the same --work trains again
     result = trainer.train()
     seconds = time.perf_counter() - t0
     model = trainer.model

@@ -187,7 +187,7 @@ def main(argv=None) -> int:
     if any(ROWS[r].init == "dense" for r in todo) and not base_dir.is_dir():  # the shared dense start: one epoch
         cfg = run_config(args, None, root / "work" / DENSE_START, epoch, None)
         cfg.train.lr = load_run_config(args.config, []).train.lr
-        trainer = Trainer(cfg)
+        trainer = Trainer(cfg, overwrite=True)  # an unfinished dense start begins again
         result, secs = train(trainer)
         record = {"run": DENSE_START, "seed": args.seed, "seconds": secs, **evaluate(args, trainer),
                   "curve": curve(root / "work" / DENSE_START)}
@@ -213,7 +213,8 @@ def main(argv=None) -> int:
         continued = row.init == "dense"
         out_dir = root / "work" / name
         cfg = run_config(args, name, out_dir, row.epochs * epoch, base_dir if continued else None)
-        trainer = Trainer(cfg, resume=(out_dir / "checkpoints").is_dir())
+        resume = (out_dir / "checkpoints").is_dir()
+        trainer = Trainer(cfg, resume=resume, overwrite=not resume)  # a row without checkpoints begins again
         first = step0(args, trainer, name, base_dir) if continued else None
         result, secs = train(trainer)
         record = {"run": name, "table": args.table or table_of(name), "seed": args.seed, "seconds": secs,

@@ -54,9 +54,10 @@ def token_dir(tmp_path_factory):
     """A prepared token folder (BPE of 300 entries) of simple repetitive English-like text (training tests)."""
     rng = np.random.default_rng(0)
     docs = [" ".join(rng.choice(WORDS, size=int(rng.integers(20, 60)))) + "." for _ in range(400)]
-    out = tmp_path_factory.mktemp("tokens")
+    base = tmp_path_factory.mktemp("tokens")
+    out = base / "data"  # prepare() writes a new folder (it never replaces one that holds the source text)
     tok = train_bpe(docs, 300)
-    prepare(docs_source(out, docs), out, tok, val_fraction=0.1, progress=False)
+    prepare(docs_source(base, docs), out, tok, val_fraction=0.1, progress=False)
     return out
 
 

@@ -17,7 +17,7 @@ MAX_LINES = 450
 
 # Lowest first. A module may import its own layer and the layers below it, never one above.
 LAYERS = [
-    ("foundations", ["version", "config", "paper", "presets"]),  # import nothing of the package
+    ("foundations", ["version", "errors", "console", "folders", "config", "paper", "presets"]),  # nothing above
     ("the FFN family", ["ffn"]),
     ("the LM", ["model", "flops"]),
     ("model files and data", ["tokenizer", "io", "data"]),

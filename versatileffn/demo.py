@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import logging
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from .paper import TASK_LABELS
-from .paper import VARIANTS as PAPER_VARIANTS
+from .console import configure_logging
+from .errors import Interrupted, UserError
 from .ffn import ffn_config_from_name
 from .ffn.temperature import compressed_tau_decay
 from .flops import paper_formula_flops, static_ffn_flops_per_token
+from .folders import atomic_folder
+from .paper import TASK_LABELS
+from .paper import VARIANTS as PAPER_VARIANTS
 from .train import Trainer, load_run_config
+
+log = logging.getLogger("versatileffn.demo")  # not __name__: run as __main__ by `python -m`
 
 DEMO_VARIANTS = ("dense", "moe", "loop2", "loop4", "versatile")  # short names of versatileffn.paper.VARIANTS
 
@@ -51,22 +56,23 @@ def parse_args(argv):
 def prepare_demo_data(data_dir: Path, vocab: int) -> Path:
     """Corpus -> BPE -> packed tokens, cached in data_dir (rebuilt when the vocabulary changes)."""
     from .data.demo_corpus import build_demo_corpus
-    from .data.prepare import is_val_document, prepare, train_bpe
+    from .data.prepare import is_val_document, train_bpe, write_dataset
     from .data.sources import iter_documents
     from .data.tokens import read_index
 
     index_file = data_dir / "index.json"
     if index_file.is_file() and read_index(data_dir).get("vocab_size") == vocab:
         return data_dir
-    corpus = data_dir / "demo_corpus.jsonl"
-    info = build_demo_corpus(corpus)
-    print(f"demo corpus: {info['bytes'] / 1e6:.1f} MB, documents per source {info['documents']}", flush=True)
-    val_fraction = 0.02
-    train_docs = (d for d in iter_documents([corpus]) if not is_val_document(d, val_fraction))
-    tok = train_bpe(train_docs, vocab, data_dir / "tokenizer.json")
-    index = prepare([corpus], data_dir, tok, val_fraction=val_fraction, progress=False)
-    print(f"tokens: train {index['splits']['train']['tokens']:,}, val {index['splits']['val']['tokens']:,} "
-          f"(BPE {vocab})", flush=True)
+    with atomic_folder(data_dir, "dataset") as tmp:  # swapped in complete, or not at all
+        corpus = tmp / "demo_corpus.jsonl"
+        info = build_demo_corpus(corpus)
+        log.info("demo corpus: %.1f MB, documents per source %s", info["bytes"] / 1e6, info["documents"])
+        val_fraction = 0.02
+        train_docs = (d for d in iter_documents([corpus]) if not is_val_document(d, val_fraction))
+        tok = train_bpe(train_docs, vocab)
+        index = write_dataset([corpus], tmp, tok, val_fraction=val_fraction, progress=False)
+    log.info("tokens: train %s, val %s (BPE %d)", f"{index['splits']['train']['tokens']:,}",
+             f"{index['splits']['val']['tokens']:,}", vocab)
     return data_dir
 
 
@@ -84,15 +90,12 @@ def stage_config(args, data_dir: Path, out_dir: Path, ffn: str, tokens: int, ini
 
 
 def run_stage(cfg, name: str) -> tuple[Trainer, dict, float]:
-    out = Path(cfg.train.out_dir)
-    if out.exists():
-        shutil.rmtree(out)  # a demo stage always starts fresh
     t0 = time.perf_counter()
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, overwrite=True)  # a demo stage always starts fresh (only a run folder is replaced)
     result = trainer.train()
     secs = time.perf_counter() - t0
-    print(f"[{name}] {trainer.total_steps} steps, {trainer.tokens_seen:,} tokens, train loss {result['loss']:.3f}, "
-          f"val loss {result['val']['val_loss']:.3f} ({secs:.0f} s)", flush=True)
+    log.info("[%s] %d steps, %s tokens, train loss %.3f, val loss %.3f (%.0f s)", name, trainer.total_steps,
+             f"{trainer.tokens_seen:,}", result["loss"], result["val"]["val_loss"], secs)
     return trainer, result, secs
 
 
@@ -110,7 +113,7 @@ def evaluation_function():
     try:
         from .eval import evaluate_tasks
     except ImportError:
-        print("(the accuracy columns need the evaluation module versatileffn.eval; skipped)", flush=True)
+        log.info("(the accuracy columns need the evaluation module versatileffn.eval; skipped)")
         return None
     return evaluate_tasks
 
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in wanted if v not in known]
     if bad:
-        raise ValueError(f"unknown demo variant(s) {bad}; choose from {sorted(known)}")
+        raise UserError(f"unknown demo variant(s) {bad}; choose from {sorted(known)}")
     data_dir = prepare_demo_data(out / "data", args.vocab)
 
     base_cfg = stage_config(args, data_dir, out / "pretrain", "dense", args.pretrain_tokens, None)
@@ -197,8 +200,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_logging()
     try:
         sys.exit(main())
-    except (ValueError, FileNotFoundError) as exc:
+    except Interrupted as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except UserError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         sys.exit(2)

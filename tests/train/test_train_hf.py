@@ -71,7 +71,7 @@ def test_cli_trains_a_converted_model(token_dir, hf_dirs, tmp_path):
     # ... and `versatileffn eval` reads it: same validation windows, same loss as the trainer measured
     res = tmp_path / "eval.json"
     assert cli_main(["eval", "--model", str(out / "final"), "--tasks", "none", "--data", str(token_dir), "--seq-len", "32", "--val-tokens", "512",
-                     "--device", "cpu", "--no-progress", "--out", str(res)]) == 0
+                     "--device", "cpu", "--quiet", "--out", str(res)]) == 0
     assert json.loads(res.read_text())["validation"]["loss"] == pytest.approx(val["val_loss"], rel=1e-4)
 
 

@@ -3,6 +3,7 @@ and writes ``DIR/analysis.json``, ``DIR/*.png`` and the self-contained ``DIR/rep
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -11,10 +12,13 @@ import torch
 
 from . import plots
 from ..eval.scoring import model_device, model_max_len
+from ..folders import atomic_folder, check_replaceable, check_writable
 from .collect import collect, find_versatile_layers
-from .report import render_html, write_text_atomic
+from .report import render_html
 from .summarize import by_position, layer_table, sample_cos_matrix, token_lambda_ranking
 from .sweep import ffn_flops_summary, flops_config, loop_cap_sweep
+
+log = logging.getLogger(__name__)
 
 
 def _jsonable(x):
@@ -45,8 +49,12 @@ def run_analysis(model: torch.nn.Module, tokenizer, tokens: np.ndarray, out_dir:
 
     ``layer`` indexes the VersatileFFN layers (model order) for the word clouds and the sample heatmap.
     ``sweep``: also run the inference loop-cap sweep (validation loss / accuracy / FLOPs per cap).
+    ``out_dir`` is written as a whole when the analysis is done (``folders.atomic_folder``): a new folder, or an
+    earlier analysis folder that it replaces; any other folder is refused before the work starts.
     """
     plots.require_plotting()
+    check_writable(out_dir)
+    check_replaceable(out_dir, "analysis")
     layers = find_versatile_layers(model)
     if not 0 <= layer < len(layers):
         raise ValueError(f"--layer {layer} is out of range: the model has {len(layers)} VersatileFFN layers "
@@ -59,12 +67,10 @@ def run_analysis(model: torch.nn.Module, tokenizer, tokens: np.ndarray, out_dir:
         if n_bytes is not None:  # bits-per-byte of a prefix: assume its bytes are proportional to its tokens
             n_bytes = int(round(n_bytes * max_tokens / len(tokens)))
         tokens = tokens[:max_tokens]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = model_device(model)
 
     if progress:
-        print(f"analysing {len(layers)} VersatileFFN layers on {device} ...", flush=True)
+        log.info("analysing %d VersatileFFN layers on %s ...", len(layers), device)
     traces, rows = collect(model, tokens, seq_len, batch_size=batch_size, sample_index=sample_index)
     first = layers[0][1]
     flops = ffn_flops_summary([t.summary for t in traces], flops_config(model))
@@ -90,19 +96,21 @@ def run_analysis(model: torch.nn.Module, tokenizer, tokens: np.ndarray, out_dir:
         result["cos_sample"]["positions"] = len(result["cos_sample"]["matrix"])
     if sweep:
         if progress:
-            print("loop-cap sweep ...", flush=True)
+            log.info("loop-cap sweep ...")
         result["loop_cap_sweep"] = loop_cap_sweep(
             model, tokens, seq_len, caps=caps, tokenizer=tokenizer, tasks=tasks, task_limit=task_limit,
             batch_size=batch_size, n_bytes=n_bytes, device=device, progress=progress,
             validation_fn=validation_fn, tasks_fn=tasks_fn)
 
-    figures = draw_figures(result, out)
-    result["figures"] = {k: p.name for k, p in figures.items()}
-    result = _jsonable(result)
-    write_text_atomic(out / "analysis.json", json.dumps(result, indent=1))
-    write_text_atomic(out / "report.html", render_html(result, figures))
+    with atomic_folder(out_dir, "analysis") as tmp:
+        figures = draw_figures(result, tmp)
+        result["figures"] = {k: p.name for k, p in figures.items()}
+        result = _jsonable(result)
+        (tmp / "analysis.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+        (tmp / "report.html").write_text(render_html(result, figures), encoding="utf-8")
+    out = Path(out_dir)
     if progress:
-        print(f"wrote {out / 'report.html'}, {out / 'analysis.json'} and {len(figures)} PNGs", flush=True)
+        log.info("wrote %s, %s and %d PNGs", out / "report.html", out / "analysis.json", len(figures))
     return result
 
 

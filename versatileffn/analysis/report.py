@@ -3,14 +3,7 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 from pathlib import Path
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _img(path: Path, alt: str) -> str:

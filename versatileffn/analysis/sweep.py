@@ -7,6 +7,7 @@ formula Base * N_mean + (MoE - Base) * P.
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -18,6 +19,8 @@ from ..eval.efficiency import merge_layer_stats
 from ..flops import base_ffn_flops_per_token, executed_ffn_flops
 from ..ffn.control import FFNControl, reset_ffn_stats, set_inference_loop_cap
 from .collect import find_versatile_layers
+
+log = logging.getLogger(__name__)
 
 
 def flops_config(model: torch.nn.Module) -> ModelConfig:
@@ -109,8 +112,8 @@ def loop_cap_sweep(model: torch.nn.Module, tokens: np.ndarray, seq_len: int, cap
             rows.append(row)
             if progress:
                 acc = f", acc {row['accuracy']:.4f}" if "accuracy" in row else ""
-                print(f"loop cap {cap}: val loss {row['val_loss']:.4f}, FFN FLOPs/token "
-                      f"{row['ffn_flops_per_token'] / 1e6:.3f}M{acc}", flush=True)
+                log.info("loop cap %s: val loss %.4f, FFN FLOPs/token %.3fM%s", cap, row["val_loss"],
+                         row["ffn_flops_per_token"] / 1e6, acc)
     finally:
         for (_, layer), cap in zip(layers, saved_caps):
             layer.runtime.loop_cap = cap

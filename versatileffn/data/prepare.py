@@ -3,7 +3,8 @@
 * one EOS after every document, so packed windows never run two documents together without a boundary;
 * the split is decided by a hash of the document text, so it is stable across runs, source orders and
   worker counts, and a duplicated document always lands in the same split;
-* tokenization runs in ``workers`` processes over chunks of documents (order preserved), with a tqdm bar;
+* tokenization runs in ``workers`` processes over chunks of documents (order preserved), with a progress bar;
+* the dataset is written into a temporary sibling folder and swapped in when complete (``folders.atomic_folder``);
 * a small byte-level BPE can be trained on the training documents for tiny CPU models
   (``train_bpe``): a 50k vocabulary would otherwise hold most of a tiny model's parameters.
 """
@@ -15,6 +16,9 @@ import multiprocessing as mp
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ..console import progress as show_progress
+from ..errors import UserError
+from ..folders import atomic_folder
 from ..tokenizer import Tokenizer, load_tokenizer
 from .sources import iter_documents
 from .tokens import SplitWriter, token_dtype, write_index
@@ -34,7 +38,7 @@ def train_bpe(documents: Iterable[str], vocab_size: int, path: str | Path | None
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     if vocab_size < 300:
-        raise ValueError(f"BPE vocab_size must be >= 300 (256 bytes + merges + EOS); got {vocab_size}")
+        raise UserError(f"BPE vocab_size must be >= 300 (256 bytes + merges + EOS); got {vocab_size}")
     tok = HFTokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -75,15 +79,25 @@ def prepare(sources, out_dir: str | Path, tokenizer: Tokenizer, val_fraction: fl
             chunk_docs: int = 256, progress: bool = True, hf_split: str = "train") -> dict:
     """Tokenize ``sources`` into ``out_dir`` (train.bin, val.bin, index.json, tokenizer.json); returns the index.
 
-    Raises ValueError when the sources hold no text or a split ends up empty (e.g. too few documents for
-    ``val_fraction``), so an unusable dataset is never written.
+    The dataset is written into a temporary sibling and swapped in only when complete (``folders.atomic_folder``):
+    a failure leaves an existing dataset as it was, and a folder that is not a versatileffn dataset is never
+    replaced. Raises UserError when the sources hold no text or a split ends up empty (e.g. too few documents
+    for ``val_fraction``), so an unusable dataset is never written.
     """
-    from tqdm import tqdm
-
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+        raise UserError(f"val_fraction must be in (0, 1); got {val_fraction}")
+    with atomic_folder(out_dir, "dataset") as tmp:
+        return write_dataset(sources, tmp, tokenizer, val_fraction, workers, text_field, max_docs, max_tokens,
+                             chunk_docs, progress, hf_split)
+
+
+def write_dataset(sources, out: Path, tokenizer: Tokenizer, val_fraction: float = 0.01, workers: int = 1,
+                  text_field: str = "text", max_docs: int | None = None, max_tokens: int | None = None,
+                  chunk_docs: int = 256, progress: bool = True, hf_split: str = "train") -> dict:
+    """``prepare``'s work, into ``out`` (an empty folder the caller made and swaps in: ``atomic_folder``)."""
+    if not 0 < val_fraction < 1:
+        raise UserError(f"val_fraction must be in (0, 1); got {val_fraction}")
+    out = Path(out)
     tokenizer.save(out / "tokenizer.json")
     dtype = token_dtype(tokenizer.vocab_size)
     index = {"tokenizer": tokenizer.name, "vocab_size": tokenizer.vocab_size, "eos_id": tokenizer.eos_id,
@@ -102,7 +116,7 @@ def prepare(sources, out_dir: str | Path, tokenizer: Tokenizer, val_fraction: fl
             encoded = zip_chunks(chunks, pool)
         else:
             encoded = ((c, tokenizer.encode_batch(c)) for c in chunks)
-        bar = tqdm(total=max_tokens, unit="tok", unit_scale=True, disable=not progress, desc="tokenizing")
+        bar = show_progress(total=max_tokens, unit="tok", unit_scale=True, enabled=progress, desc="tokenizing")
         total = 0
         for docs_chunk, ids_chunk in encoded:
             for text, ids in zip(docs_chunk, ids_chunk):
@@ -115,8 +129,8 @@ def prepare(sources, out_dir: str | Path, tokenizer: Tokenizer, val_fraction: fl
         bar.close()
         for split, w in writers.items():
             if w.tokens == 0:
-                raise ValueError(f"the {split} split is empty ({writers['train'].documents + writers['val'].documents} "
-                                 f"documents read): give more text or change val_fraction={val_fraction}")
+                raise UserError(f"the {split} split is empty ({writers['train'].documents + writers['val'].documents} "
+                                f"documents read): give more text or change val_fraction={val_fraction}")
         for w in writers.values():
             w.close(index)
     except BaseException:

@@ -11,8 +11,11 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from ..errors import MissingInputError, UserError
 
 SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz", ".parquet")
 FINEWEB_EDU = "hf:HuggingFaceFW/fineweb-edu:sample-100BT"
@@ -33,29 +36,43 @@ def _open_text(path: Path):
     return open(path, encoding="utf-8")
 
 
+def _lines(path: Path) -> Iterator[str]:
+    """The file's lines; one clear message (naming the file and line) for text that is not UTF-8 or a broken .gz."""
+    lineno = 0
+    try:
+        with _open_text(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                yield line
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}:{lineno + 1} is not UTF-8 text (byte {exc.object[exc.start]:#04x}); convert the "
+                        "file to UTF-8") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise UserError(f"{path} is not a readable gzip file (truncated or corrupt: {exc})") from None
+
+
 def _txt_docs(path: Path) -> Iterator[str]:
-    with _open_text(path) as fh:
-        text = fh.read()
-    for doc in _BLANK_LINES.split(text):
+    for doc in _BLANK_LINES.split("".join(_lines(path))):
         doc = doc.strip()
         if doc:
             yield doc
 
 
 def _jsonl_docs(path: Path, text_field: str) -> Iterator[str]:
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno} is not valid JSON: {exc}") from exc
-            if not isinstance(row, dict) or text_field not in row:
-                raise ValueError(f"{path}:{lineno} has no {text_field!r} field (use --text-field to choose one)")
-            text = row[text_field]
-            if isinstance(text, str) and text.strip():
-                yield text
+    for lineno, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{lineno} is not valid JSON: {exc}") from None
+        if not isinstance(row, dict) or text_field not in row:
+            raise UserError(f"{path}:{lineno} has no {text_field!r} field (use --text-field to choose one)")
+        text = row[text_field]
+        if text is not None and not isinstance(text, str):
+            raise UserError(f"{path}:{lineno}: field {text_field!r} holds {type(text).__name__} {str(text)[:40]!r}, "
+                            "not text (use --text-field to choose another field)")
+        if text and text.strip():
+            yield text
 
 
 def _parquet_docs(path: Path, text_field: str) -> Iterator[str]:
@@ -63,7 +80,7 @@ def _parquet_docs(path: Path, text_field: str) -> Iterator[str]:
 
     pf = pq.ParquetFile(path)
     if text_field not in pf.schema_arrow.names:
-        raise ValueError(f"{path} has no column {text_field!r}; columns: {pf.schema_arrow.names}")
+        raise UserError(f"{path} has no column {text_field!r}; columns: {pf.schema_arrow.names}")
     for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
         for text in batch.column(0).to_pylist():
             if isinstance(text, str) and text.strip():
@@ -78,7 +95,7 @@ def _file_docs(path: Path, text_field: str) -> Iterator[str]:
         return _jsonl_docs(path, text_field)
     if kind == ".parquet":
         return _parquet_docs(path, text_field)
-    raise ValueError(f"unsupported file type {path.name!r}; supported: {', '.join(SUFFIXES)}")
+    raise UserError(f"unsupported file type {path.name!r}; supported: {', '.join(SUFFIXES)}")
 
 
 def _hf_docs(spec: str, text_field: str, split: str) -> Iterator[str]:
@@ -96,7 +113,9 @@ def dataset_docs(ds: Any, text_field: str = "text") -> Iterator[str]:
     for row in ds:
         text = row.get(text_field) if isinstance(row, dict) else None
         if text is None:
-            raise ValueError(f"dataset rows have no {text_field!r} field; fields: {sorted(row)}")
+            raise UserError(f"dataset rows have no {text_field!r} field; fields: {sorted(row)}")
+        if not isinstance(text, str):
+            raise UserError(f"dataset field {text_field!r} holds {type(text).__name__}, not text")
         if text.strip():
             yield text
 
@@ -113,18 +132,18 @@ def expand_paths(sources: Iterable[str | Path]) -> list[str]:
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and _kind(f))
             if not files:
-                raise ValueError(f"directory {p} holds no supported files ({', '.join(SUFFIXES)})")
+                raise UserError(f"directory {p} holds no supported files ({', '.join(SUFFIXES)})")
             out.extend(str(f) for f in files)
         elif p.is_file():
             if _kind(p) is None:
-                raise ValueError(f"unsupported file type {p.name!r}; supported: {', '.join(SUFFIXES)}")
+                raise UserError(f"unsupported file type {p.name!r}; supported: {', '.join(SUFFIXES)}")
             if p.stat().st_size == 0:
-                raise ValueError(f"data file {p} is empty")
+                raise UserError(f"data file {p} is empty")
             out.append(str(p))
         else:
-            raise FileNotFoundError(f"data source not found: {p}")
+            raise MissingInputError(f"data source not found: {p}")
     if not out:
-        raise ValueError("no data sources given")
+        raise UserError("no data sources given")
     return out
 
 

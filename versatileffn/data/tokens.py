@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import read_json
+from ..errors import MissingInputError, UserError
 
 FORMAT = "versatileffn-tokens"
 
@@ -29,7 +30,7 @@ def read_index(data_dir: str | Path) -> dict:
     index = read_json(f, f"{data_dir} is not a prepared token folder (no index.json); make one with "
                          "`versatileffn prepare-data`")
     if not isinstance(index, dict) or index.get("format") != FORMAT:
-        raise ValueError(f"{f} is not a {FORMAT} index (format={index.get('format')!r})")
+        raise UserError(f"{f} is not a {FORMAT} index (format={index.get('format')!r})")
     return index
 
 
@@ -38,18 +39,18 @@ def load_tokens(data_dir: str | Path, split: str) -> np.ndarray:
     index = read_index(data_dir)
     splits = index.get("splits", {})
     if split not in splits:
-        raise ValueError(f"{data_dir} has no split {split!r}; it has {sorted(splits)}")
+        raise UserError(f"{data_dir} has no split {split!r}; it has {sorted(splits)}")
     meta = splits[split]
     f = Path(data_dir) / meta["file"]
     if not f.is_file():
-        raise FileNotFoundError(f"token file missing: {f}")
+        raise MissingInputError(f"token file missing: {f}")
     dtype = np.dtype(index["dtype"])
     size = f.stat().st_size
     if size == 0 or meta.get("tokens", 0) == 0:
-        raise ValueError(f"token file {f} is empty")
+        raise UserError(f"token file {f} is empty")
     if size != meta["tokens"] * dtype.itemsize:
-        raise ValueError(f"token file {f} holds {size} bytes; index.json says {meta['tokens']} tokens of "
-                         f"{dtype.name} ({meta['tokens'] * dtype.itemsize} bytes): truncated or corrupt")
+        raise UserError(f"token file {f} holds {size} bytes; index.json says {meta['tokens']} tokens of "
+                        f"{dtype.name} ({meta['tokens'] * dtype.itemsize} bytes): truncated or corrupt")
     return np.memmap(f, dtype=dtype, mode="r")
 
 

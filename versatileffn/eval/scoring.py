@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..console import progress as show_progress
 from ..ffn.control import FFNControl
 from ..model import VersatileLM
 from .tasks import TASKS, doc_predictions, load_task, task_metrics
@@ -302,8 +303,6 @@ def score_token_requests(model, pairs_tok: list[tuple[list[int], list[int]]], ba
                          progress: bool = False, desc: str = "score", throughput: Throughput | None = None,
                          row_tokens: int = DEFAULT_ROW_TOKENS) -> list[Score]:
     """``score_requests`` on token ids: (context ids (non-empty), continuation ids (non-empty)) pairs."""
-    from tqdm.auto import tqdm
-
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
     if any(not c for c, _ in pairs_tok):
@@ -320,7 +319,7 @@ def score_token_requests(model, pairs_tok: list[tuple[list[int], list[int]]], ba
         if isinstance(model, VersatileLM):  # the packed forward (positions, block mask, real-token FFN) is ours
             rows = pack_rows(groups, max(row_tokens, 1))
             batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
-            for chunk in tqdm(batches, desc=desc, disable=not progress, leave=False):
+            for chunk in show_progress(batches, desc=desc, enabled=progress, leave=False):
                 batch = make_packed_batch(chunk)
                 _sync(device)
                 t0 = time.perf_counter()
@@ -337,7 +336,7 @@ def score_token_requests(model, pairs_tok: list[tuple[list[int], list[int]]], ba
             reqs = [(g.ctx, cont, key) for g in groups for cont, key in zip(g.conts, g.keys)]
             reqs.sort(key=lambda r: len(r[0]) + len(r[1]), reverse=True)
             batches = [reqs[i:i + batch_size] for i in range(0, len(reqs), batch_size)]
-            for chunk in tqdm(batches, desc=desc, disable=not progress, leave=False):
+            for chunk in show_progress(batches, desc=desc, enabled=progress, leave=False):
                 _sync(device)
                 t0 = time.perf_counter()
                 with _autocast(device):

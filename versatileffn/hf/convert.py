@@ -11,14 +11,13 @@ import copy
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import transformers
 
 from ..ffn.common import FRESH_AFTER_CONVERSION
-from ..io import atomic_replace_dir
+from ..folders import atomic_folder
 from .folders import is_converted_hf_dir
 from .modeling import ARCHITECTURES, Architecture, VersatileCausalLMMixin, architecture, classes_for, ffn_config_for
 
@@ -168,16 +167,11 @@ def copy_tokenizer_files(source, out_dir: str | Path) -> list[str]:
 
 
 def _save_atomically(write, out_dir: str | Path) -> Path:
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    """A temporary sibling swapped in (``folders.atomic_folder``); never replaces a folder versatileffn did not
+    write."""
+    with atomic_folder(out_dir, "model") as tmp:
         write(tmp)
-        atomic_replace_dir(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return Path(out_dir)
 
 
 def save_converted(model: VersatileCausalLMMixin, out_dir: str | Path, tokenizer_source=None) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_yaml
+from ..errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent
 
@@ -22,7 +23,7 @@ def preset_names() -> list[str]:
 def preset_path(name: str) -> Path:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise ValueError(f"unknown preset {name!r}; presets: {preset_names()}")
+        raise UserError(f"unknown preset {name!r}; presets: {preset_names()}")
     return path
 
 
@@ -31,16 +32,19 @@ def load_preset(name_or_path: str | Path, _seen: tuple[str, ...] = ()) -> dict[s
     path = Path(name_or_path)
     if not path.is_file():
         if str(name_or_path) not in preset_names():
-            raise ValueError(f"config {str(name_or_path)!r} is neither a file nor a preset; presets: {preset_names()}")
+            raise UserError(f"config {str(name_or_path)!r} is neither a file nor a preset; presets: {preset_names()}")
         path = preset_path(str(name_or_path))
     data = load_yaml(path)
     for section, value in data.items():
         if isinstance(value, str):
             if value in _seen:
-                raise ValueError(f"{path}: presets name each other in a circle ({' -> '.join(_seen + (value,))})")
+                raise UserError(f"{path}: presets name each other in a circle ({' -> '.join(_seen + (value,))})")
+            if value not in preset_names():
+                raise UserError(f"{path}: {section}: unknown preset {value!r} (a section or a preset name); "
+                                f"presets: {preset_names()}")
             other = load_preset(preset_path(value), _seen + (path.stem, value))
             if not isinstance(other.get(section), dict):
-                raise ValueError(f"{path}: {section}: {value} names a preset without a {section!r} section")
+                raise UserError(f"{path}: {section}: {value} names a preset without a {section!r} section")
             data[section] = other[section]
     return data
 
@@ -48,8 +52,8 @@ def load_preset(name_or_path: str | Path, _seen: tuple[str, ...] = ()) -> dict[s
 def model_preset(name: str) -> dict[str, Any]:
     """The ``model:`` section of a preset (``paper-354m``, ``small``, ``tiny``, ``micro``, ...)."""
     if name not in preset_names():
-        raise ValueError(f"unknown model preset {name!r}; choose one of {preset_names()}")
+        raise UserError(f"unknown model preset {name!r}; choose one of {preset_names()}")
     model = load_preset(name).get("model")
     if not isinstance(model, dict):
-        raise ValueError(f"preset {name!r} has no model section")
+        raise UserError(f"preset {name!r} has no model section")
     return model

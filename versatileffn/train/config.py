@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import apply_overrides, from_dict, require, to_dict
+from ..errors import UserError
 from ..model import ModelConfig
 from ..presets import load_preset
 
@@ -84,8 +85,8 @@ class TrainConfig:
             v = getattr(self, name)
             require(isinstance(v, int) and v >= 0, f"train.{name}", "an integer >= 0", v)
         if self.hf_model and self.init_from:
-            raise ValueError(f"train.hf_model={self.hf_model} and train.init_from={self.init_from} exclude each other: "
-                             "hf_model is already the initialisation (a converted Hugging Face folder)")
+            raise UserError(f"train.hf_model={self.hf_model} and train.init_from={self.init_from} exclude each other: "
+                            "hf_model is already the initialisation (a converted Hugging Face folder)")
         require(isinstance(self.keep_last, int) and self.keep_last >= 1, "train.keep_last", "an integer >= 1",
                  self.keep_last)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import UserError
+
 
 @dataclass
 class DistInfo:
@@ -39,9 +41,9 @@ def init_distributed(device_type: str) -> DistInfo:
         if device_type == "cuda":
             visible = torch.cuda.device_count()
             if local_rank >= visible:
-                raise ValueError(f"LOCAL_RANK={local_rank} but only {visible} CUDA device(s) are visible: start at "
-                                 f"most {visible} processes per node (torchrun --nproc-per-node), or set "
-                                 "train.device=cpu for gloo")
+                raise UserError(f"LOCAL_RANK={local_rank} but only {visible} CUDA device(s) are visible: start at "
+                                f"most {visible} processes per node (torchrun --nproc-per-node), or set "
+                                "train.device=cpu for gloo")
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
@@ -68,7 +70,7 @@ def parallelize(model: torch.nn.Module, mode: str, info: DistInfo, device: torch
             fully_shard(block, mesh=mesh)
         fully_shard(model, mesh=mesh)
         return model
-    raise ValueError(f"train.parallel must be ddp or fsdp; got {mode!r}")
+    raise UserError(f"train.parallel must be ddp or fsdp; got {mode!r}")
 
 
 def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -80,14 +82,32 @@ def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
             return candidate.blocks
         if isinstance(getattr(candidate, "layers", None), torch.nn.ModuleList):
             return candidate.layers
-    raise ValueError(f"train.parallel=fsdp: cannot find the transformer blocks of {type(model).__name__} "
-                     "(expected .blocks or an HF decoder's .model.layers); use train.parallel=ddp")
+    raise UserError(f"train.parallel=fsdp: cannot find the transformer blocks of {type(model).__name__} "
+                    "(expected .blocks or an HF decoder's .model.layers); use train.parallel=ddp")
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def agree(error: str | None, info: DistInfo) -> str | None:
+    """Rank 0's outcome of a step only it performs (folder checks, writes), on every rank, so all raise alike."""
+    if not info.enabled:
+        return error
+    box = [error]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(value: int, info: DistInfo, device: torch.device) -> int:
+    """The largest ``value`` over the ranks (a signal seen by any rank stops every rank at the same step)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def barrier(info: DistInfo) -> None:

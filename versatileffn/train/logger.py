@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import UserError
+
 
 class MetricsLogger:
     def __init__(self, out_dir: str | Path, tensorboard: bool = True, wandb: bool = False,
@@ -26,7 +28,7 @@ class MetricsLogger:
             try:
                 import wandb as wandb_mod
             except ImportError as exc:
-                raise ValueError("train.wandb=true needs the wandb package (pip install wandb)") from exc
+                raise UserError("train.wandb=true needs the wandb package (pip install wandb)") from exc
             self.wandb = wandb_mod.init(project=wandb_project, dir=str(out), config=config or {})
 
     def log(self, record: dict) -> None:
@@ -44,9 +46,11 @@ class MetricsLogger:
             self.wandb.log({f"{record.get('kind', 'train')}/{k}": v for k, v in scalars.items()}, step=step)
 
     def close(self) -> None:
+        """Close every sink (again: nothing); logging after it is an error."""
         if self.fh is not None:
             self.fh.close()
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+        self.fh = self.tb = self.wandb = None

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..config import to_dict
-from ..io import FORMAT, save_model
+from ..io import FORMAT, check_weights, save_model
 from ..tokenizer import load_tokenizer
 from .config import RunConfig
 
@@ -78,6 +78,7 @@ class ConvertedHFModel:
     def build(self, device: torch.device) -> torch.nn.Module:
         from ..hf import load_converted
 
+        check_weights(self.source)  # a truncated safetensors file: one message, not transformers' traceback
         return load_converted(self.source, device, torch.float32)  # fp32 master weights; bf16 from autocast
 
     def forward_module(self, model: torch.nn.Module) -> torch.nn.Module:

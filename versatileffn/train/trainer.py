@@ -12,37 +12,45 @@ Run folder (``train.out_dir``):
 ``train.hf_model`` continues pre-training a converted Hugging Face model (``versatileffn convert``) instead of
 building ``VersatileLM`` from ``model:``; ``models.py`` holds what differs, the loop drives both alike
 (``FFNControl``: statistics, aux loss; tau set from the step by an optimizer hook).
+
+Reliability (README): the run folder's rules and lock (``run_folder.py``); resume from the newest checkpoint that
+verifies (``checkpoint.find_resume_checkpoint``); nothing is written from NaN/Inf weights or a NaN/Inf loss;
+SIGINT / SIGTERM write a checkpoint at the next step boundary and stop (``Interrupted``).
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import signal
 import time
 from pathlib import Path
 
 import torch
-import yaml
 
-from ..data.loader import PackedTrainData, val_windows
+from ..console import progress
+from ..data.loader import PackedTrainData, check_token_range, val_windows
 from ..data.tokens import read_index
+from ..errors import Interrupted, UserError
 from ..ffn.temperature import attach_temperature_schedule
 from . import checkpoint as ckpt
+from .checkpoint import TrainingDiverged
 from .config import RunConfig, run_config_to_dict
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, parallelize
+from .distributed import DistInfo, agree, all_reduce_sum, any_rank, barrier, init_distributed, parallelize
 from .logger import MetricsLogger
 from .models import model_for
 from .optim import build_optimizer, lr_at
+from .run_folder import RunFolder, StopRequest
+from .state_io import TrainerStateIO
 
-
-class TrainingDiverged(ValueError):
-    """The loss became NaN/Inf; the last good checkpoint is kept (message names it)."""
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but CUDA is not available")
+        raise UserError(f"train.device={name} but CUDA is not available")
     return torch.device(name)
 
 
@@ -64,8 +72,14 @@ def ffn_summary(stats: list[dict]) -> dict:
     return out
 
 
-class Trainer:
-    def __init__(self, cfg: RunConfig, resume: bool = False):
+class Trainer(TrainerStateIO):
+    """``Trainer(cfg).train()``. ``resume``: continue the run in ``train.out_dir`` from its newest checkpoint that
+    verifies; ``overwrite``: replace a run folder that holds another run (refused otherwise). The run folder is
+    locked from here until ``train()`` returns (``close()`` releases it when ``train()`` is never called)."""
+
+    def __init__(self, cfg: RunConfig, resume: bool = False, overwrite: bool = False):
+        if resume and overwrite:
+            raise UserError("--resume continues the run in the folder and --overwrite replaces it: choose one")
         self.cfg = cfg
         t = cfg.train
         self.device = resolve_device(t.device)
@@ -77,29 +91,31 @@ class Trainer:
 
         # ---- data (validated before any model memory is spent)
         if not cfg.data.path:
-            raise ValueError("data.path is empty: point it at a folder made by `versatileffn prepare-data`")
+            raise UserError("data.path is empty: point it at a folder made by `versatileffn prepare-data`")
         index = read_index(cfg.data.path)
         self.source = model_for(cfg)
         lim = self.source.limits()
         if index["vocab_size"] > lim["vocab_size"]:
-            raise ValueError(f"the data's tokenizer {index.get('tokenizer')!r} has {index['vocab_size']} entries but "
-                             f"{lim['vocab_name']}={lim['vocab_size']}: {lim['vocab_fix'].format(index['vocab_size'])}")
+            raise UserError(f"the data's tokenizer {index.get('tokenizer')!r} has {index['vocab_size']} entries but "
+                            f"{lim['vocab_name']}={lim['vocab_size']}: {lim['vocab_fix'].format(index['vocab_size'])}")
         if cfg.data.seq_len > lim["max_len"]:
-            raise ValueError(f"data.seq_len={cfg.data.seq_len} exceeds the model's {lim['max_len_name']}="
-                             f"{lim['max_len']}")
+            raise UserError(f"data.seq_len={cfg.data.seq_len} exceeds the model's {lim['max_len_name']}="
+                            f"{lim['max_len']}")
         self.data = PackedTrainData(cfg.data.path, cfg.data.seq_len, seed=t.seed, split=cfg.data.train_split)
         val_windows(cfg.data.path, cfg.data.seq_len, cfg.data.seq_len, cfg.data.val_split)  # fail now, not at the end
+        for split in (cfg.data.train_split, cfg.data.val_split):  # an id >= vocab: now, not an IndexError mid-step
+            check_token_range(cfg.data.path, split, lim["vocab_size"], lim["vocab_name"])
         self.tokenizer_file = Path(cfg.data.path) / "tokenizer.json"
         seqs_per_step, rem = divmod(t.global_batch_tokens, cfg.data.seq_len)
         if rem or seqs_per_step % (t.micro_batch_size * self.dist.world):
-            raise ValueError(f"train.global_batch_tokens={t.global_batch_tokens} must be a multiple of data.seq_len "
-                             f"({cfg.data.seq_len}) x micro_batch_size ({t.micro_batch_size}) x world size "
-                             f"({self.dist.world})")
+            raise UserError(f"train.global_batch_tokens={t.global_batch_tokens} must be a multiple of data.seq_len "
+                            f"({cfg.data.seq_len}) x micro_batch_size ({t.micro_batch_size}) x world size "
+                            f"({self.dist.world})")
         self.global_seqs = seqs_per_step
         self.accum = seqs_per_step // (t.micro_batch_size * self.dist.world)
         self.total_steps = (t.max_tokens // t.global_batch_tokens) if t.max_tokens is not None else t.max_steps
         if self.total_steps < 1:
-            raise ValueError(f"train.max_tokens={t.max_tokens} is less than one global batch ({t.global_batch_tokens})")
+            raise UserError(f"train.max_tokens={t.max_tokens} is less than one global batch ({t.global_batch_tokens})")
 
         # ---- model: identical initialisation on every rank, then per-rank RNG streams (Gumbel noise)
         torch.manual_seed(t.seed)
@@ -107,16 +123,37 @@ class Trainer:
         self.fresh_keys: list[str] = []
         self.step = 0
         self.tokens_seen = 0
+        self.last_loss: float | None = None
+        self.last_val: dict | None = None
+        self.last_good_checkpoint: Path | None = None
+        self.stop = StopRequest()
+        if t.init_from and not resume:
+            self.fresh_keys = ckpt.init_from_dense(self.model, t.init_from)
+
+        # ---- the run folder: rules and lock (main rank), agreed by every rank
+        self.folder = RunFolder(self.out_dir, resume=resume, overwrite=overwrite)
+        refused = None
+        if self.dist.is_main:
+            try:
+                self.folder.open()
+            except UserError as exc:
+                refused = exc
+        message = agree(None if refused is None else str(refused), self.dist)
+        if message is not None:
+            raise refused if refused is not None else UserError(message)
+        try:
+            self._finish_init(resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _finish_init(self, resume: bool) -> None:
+        t = self.cfg.train
         state = None
         if resume:
-            path = ckpt.latest_checkpoint(self.out_dir)
-            if path is None:
-                raise FileNotFoundError(f"--resume: no checkpoint under {self.out_dir / ckpt.CKPT_DIR}")
-            state = ckpt.load_checkpoint(path)
+            path, state, skipped = ckpt.find_resume_checkpoint(self.out_dir)
             ckpt.check_state_matches(self.model, state[0], f"checkpoint {path}")
-            self.resumed_from = path
-        elif t.init_from:
-            self.fresh_keys = ckpt.init_from_dense(self.model, t.init_from)
+            self.resumed_from = self.last_good_checkpoint = path
         torch.manual_seed(t.seed + 1000003 * self.dist.rank)
 
         self.wrapped = parallelize(self.source.forward_module(self.model), t.parallel, self.dist, self.device)
@@ -125,73 +162,25 @@ class Trainer:
             self._restore(*state)
         attach_temperature_schedule(self.optimizer, self.model, self.step)  # tau depends on the step only
         self.forward = torch.compile(self.wrapped) if t.compile else self.wrapped
+        barrier(self.dist)  # every rank has read the checkpoint before the main rank changes the folder
+        if self.dist.is_main:
+            if state is not None:
+                for bad, reason in skipped:
+                    log.warning("checkpoint %s is corrupt or incomplete (%s); moved aside to %s, resuming from %s "
+                                "instead", bad, reason, ckpt.set_aside(bad).name, self.resumed_from)
+                self.folder.cut_metrics(state[2].get("metrics_offset"))
+                log.info("resuming %s from %s (step %d of %d)", self.out_dir, self.resumed_from, self.step,
+                         self.total_steps)
+            self.folder.write_config(run_config_to_dict(self.cfg), self.step if resume else None,
+                                     previous=state[2].get("config") if state is not None else None)
         self.logger = MetricsLogger(self.out_dir, tensorboard=t.tensorboard, wandb=t.wandb,
-                                    wandb_project=t.wandb_project, config=run_config_to_dict(cfg),
+                                    wandb_project=t.wandb_project, config=run_config_to_dict(self.cfg),
                                     enabled=self.dist.is_main)
-        if self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(run_config_to_dict(cfg), sort_keys=False))
 
-    # ------------------------------------------------------------------------------------ state I/O
-
-    def _full_state(self) -> tuple[dict, dict]:
-        """Unsharded model and optimizer state dicts (collective under FSDP: every rank calls it)."""
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_optimizer_state_dict)
-
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        model_state = get_model_state_dict(self.model, options=opts)
-        return model_state, get_optimizer_state_dict(self.model, self.optimizer, options=opts)
-
-    def _restore(self, model_state: dict, optim_state: dict, trainer_state: dict) -> None:
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
-                                                             set_optimizer_state_dict)
-
-        opts = StateDictOptions(full_state_dict=True)
-        set_model_state_dict(self.model, model_state, options=opts)
-        set_optimizer_state_dict(self.model, self.optimizer, optim_state, options=opts)
-        self.step = int(trainer_state["step"])
-        self.tokens_seen = int(trainer_state["tokens_seen"])
-        rngs = trainer_state.get("rng_cpu", [])
-        if len(rngs) == self.dist.world:
-            torch.set_rng_state(ckpt.rng_from_hex(rngs[self.dist.rank]))
-        else:  # a different world size: fresh, still deterministic, streams
-            torch.manual_seed(self.cfg.train.seed + 1000003 * self.dist.rank + self.step)
-        cuda_rngs = trainer_state.get("rng_cuda", [])
-        if self.device.type == "cuda" and len(cuda_rngs) == self.dist.world:
-            torch.cuda.set_rng_state(ckpt.rng_from_hex(cuda_rngs[self.dist.rank]), self.device)
-
-    def save_checkpoint(self) -> Path | None:
-        model_state, optim_state = self._full_state()
-        rng_cpu = ckpt.rng_to_hex(torch.get_rng_state())
-        rng_cuda = ckpt.rng_to_hex(torch.cuda.get_rng_state(self.device)) if self.device.type == "cuda" else None
-        if self.dist.enabled:
-            import torch.distributed as dist
-
-            gathered = [None] * self.dist.world
-            dist.all_gather_object(gathered, (rng_cpu, rng_cuda))
-        else:
-            gathered = [(rng_cpu, rng_cuda)]
-        path = None
-        if self.dist.is_main:
-            trainer_state = {"step": self.step, "tokens_seen": self.tokens_seen, "world": self.dist.world,
-                             "rng_cpu": [g[0] for g in gathered],
-                             "rng_cuda": [g[1] for g in gathered] if rng_cuda is not None else [],
-                             "config": run_config_to_dict(self.cfg)}
-            path = ckpt.save_checkpoint(self.out_dir, self.step, model_state, optim_state,
-                                        self.source.config_json(self.model), trainer_state,
-                                        self.cfg.train.keep_last, self.tokenizer_file)
-        barrier(self.dist)
-        return path
-
-    def save_final(self, name: str = "final", extra: dict | None = None) -> Path:
-        model_state, _ = self._full_state()
-        path = self.out_dir / name
-        if self.dist.is_main:
-            self.source.save_final(self.model, model_state, path, self.tokenizer_file,
-                                   {"train_step": self.step, "tokens_seen": self.tokens_seen, **(extra or {})})
-        barrier(self.dist)
-        return path
+    def close(self) -> None:
+        """Release the run folder's lock (``train()`` does it when it returns)."""
+        if getattr(self, "folder", None) is not None:
+            self.folder.close()
 
     # ------------------------------------------------------------------------------------ loop pieces
 
@@ -209,12 +198,10 @@ class Trainer:
         self.wrapped.set_requires_gradient_sync(last_micro)  # the FSDP root (LMForward for an HF model)
         return contextlib.nullcontext()
 
-    def _check_finite(self, loss: float) -> None:
+    def _check_finite(self, loss: float, what: str = "loss") -> None:
         if not math.isfinite(loss):
-            last = ckpt.latest_checkpoint(self.out_dir)
-            where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-            raise TrainingDiverged(f"loss is {loss} at step {self.step}: training stopped; {where} "
-                                   "(lower train.lr or check the data)")
+            raise TrainingDiverged(f"{what} is {loss} at step {self.step}: training stopped, nothing was written "
+                                   f"from it; {self._last_good()} (lower train.lr or check the data)")
 
     def train_step(self) -> dict:
         t = self.cfg.train
@@ -317,16 +304,27 @@ class Trainer:
     # ------------------------------------------------------------------------------------ main loop
 
     def train(self, until_step: int | None = None) -> dict:
-        """Train to the end of the budget (or stop early at ``until_step``, e.g. to test resume)."""
-        from tqdm import tqdm
+        """Train to the end of the budget (or stop early at ``until_step``, e.g. to test resume). SIGINT / SIGTERM
+        write a checkpoint at the next step boundary and raise ``Interrupted`` naming it."""
+        if self.dist.is_main:
+            self.folder.lock.acquire()  # again, when train() is called a second time
+        try:
+            with self.stop:
+                return self._train(until_step)
+        except (Interrupted, TrainingDiverged):
+            self.logger.close()  # the run stops here: flush TensorBoard / W&B
+            raise
+        finally:
+            self.close()
 
+    def _train(self, until_step: int | None) -> dict:
         t = self.cfg.train
         stop = self.total_steps if until_step is None else min(until_step, self.total_steps)
         self.wrapped.train()
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (t.progress and self.dist.is_main),
-                   unit="step", dynamic_ncols=True)
+        bar = progress(total=self.total_steps, initial=self.step, desc="training", unit="step",
+                       enabled=t.progress and self.dist.is_main)
         last_time, last_tokens = time.perf_counter(), self.tokens_seen
-        val = rec = None
+        rec = None
         try:
             while self.step < stop:
                 out = self.train_step()
@@ -337,20 +335,48 @@ class Trainer:
                     last_time, last_tokens = now, self.tokens_seen
                     rec = self._log_record(out, tps)
                     self._check_finite(rec["loss"])  # before any checkpoint: a diverged model is never saved
+                    self.last_loss = rec["loss"]
                     self.logger.log(rec)
                     bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{tps:,.0f}")
-                if t.eval_every and self.step % t.eval_every == 0 and not final_step:
-                    self.logger.log(self.evaluate())
-                if t.ckpt_every and self.step % t.ckpt_every == 0 and not final_step:
-                    self.save_checkpoint()
                 bar.update(1)
+                if final_step:
+                    break
+                if t.eval_every and self.step % t.eval_every == 0:
+                    self._log_val(self.evaluate())
+                if t.ckpt_every and self.step % t.ckpt_every == 0:
+                    self.save_checkpoint()
+                self._stop_if_signalled()
         finally:
             bar.close()
-        self.save_checkpoint()
-        if self.step >= self.total_steps:
-            val = self.evaluate()
-            self.logger.log(val)
-            self.save_final(extra={"val": val})
-            self.logger.close()
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "val": val,
-                "loss": rec["loss"] if rec is not None else None}
+        if self.step < self.total_steps:  # stopped early (until_step): a checkpoint to resume from
+            self.save_checkpoint()
+        elif rec is not None or not (self.out_dir / "final").is_dir():
+            self._finish(ran=rec is not None)
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "val": self.last_val, "loss": self.last_loss}
+
+    def _finish(self, ran: bool) -> None:
+        """The end of the budget: validate (a finite loss, or nothing is written), checkpoint, final model. A run
+        resumed from its last checkpoint that never wrote ``final/`` writes it from the stored validation."""
+        if ran or self.last_val is None:
+            self._log_val(self.evaluate())
+            self.save_checkpoint()
+        self.save_final(extra={"val": self.last_val})
+        self.logger.close()
+
+    def _log_val(self, val: dict) -> None:
+        self._check_finite(val["val_loss"], "the validation loss")
+        self.last_val = val
+        self.logger.log(val)
+
+    def _stop_if_signalled(self) -> None:
+        signum = self.stop.signum
+        if self.dist.enabled:  # every rank stops at the same step
+            signum = any_rank(signum or 0, self.dist, self.device) or None
+        if signum is None:
+            return
+        last = self.last_good_checkpoint
+        path = last if last is not None and last.name == f"step_{self.step:07d}" else self.save_checkpoint()
+        path = path or self.out_dir / ckpt.CKPT_DIR / f"step_{self.step:07d}"
+        name = signal.Signals(signum).name
+        raise Interrupted(f"stopped by {name} at step {self.step} of {self.total_steps}: checkpoint written to "
+                          f"{path}; continue with: versatileffn train --out {self.out_dir} --resume", signum)
