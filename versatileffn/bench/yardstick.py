@@ -1,0 +1,105 @@
+"""Sections ``anchor_ffn`` and ``anchor_decode``: the issue's yardsticks (``../shared/bench/anchor_ffn.py``,
+``anchor_decode.py``; paths in ``Inputs``) run in the same command, their JSON recorded beside our numbers.
+
+anchor_ffn runs at each of the suite's token counts (its ``TOKENS``); both need CUDA (Triton's ``do_bench``)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .common import Bench, dig
+
+
+def last_json(text: str) -> dict:
+    """The last JSON object a script printed (one line, or indented over several starting with '{')."""
+    lines = text.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("{"):
+            try:
+                return json.loads("\n".join(lines[i:]))
+            except json.JSONDecodeError:
+                continue
+    raise ValueError(f"no JSON object in the output: {text[-300:]!r}")
+
+
+def run_script(path: Path, timeout_s: float, **env) -> dict:
+    """One yardstick in a fresh interpreter (as its README runs it): its JSON plus the wall seconds."""
+    t = time.time()
+    done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=timeout_s,
+                          env={**os.environ, **{k: str(v) for k, v in env.items()}})
+    if done.returncode != 0:
+        raise RuntimeError(f"{path.name} exited {done.returncode}: {done.stderr[-600:]}")
+    return {**last_json(done.stdout), "wall_s": time.time() - t}
+
+
+def _script(b: Bench, name: str, needs_s: float) -> tuple[Path | None, str | None]:
+    """The yardstick's path, or why it does not run."""
+    path = getattr(b.inputs, name)
+    if path is None:
+        return None, f"skipped: no --{name.replace('_', '-')} given"
+    if b.device.type != "cuda":
+        return None, "skipped: the yardsticks run on CUDA only"
+    return (path, None) if b.left() >= needs_s else (None, "skipped: time budget")
+
+
+def section_anchor_ffn(b: Bench) -> dict | str:
+    path, why = _script(b, "anchor_ffn", 40)
+    if path is None:
+        return why
+    res: dict = {"script": str(path)}
+    for n in b.shape.tokens:
+        res[str(n)] = run_script(path, min(180.0, b.left()), TOKENS=n) if b.left() >= 40 else \
+            "skipped: time budget"
+    res["beside_ours"] = beside_ours(b.out, res)
+    return res
+
+
+def beside_ours(out: dict, anchor: dict) -> dict:
+    """The yardstick's ratios next to ours from this run: training x dense (4-Loop and its fastest VersatileFFN,
+    ``vffn_gmm``, against our 4-Loop and ``auto``) and prefill x dense per mix (its compacted early exit against
+    ours, with both FLOP ideals: the yardstick counts K/N of a whole FFN per width-path token)."""
+    rows: dict = {}
+    for n, a in anchor.items():
+        if not isinstance(a, dict) or "train_ratio_to_dense" not in a:
+            continue
+        train = {"anchor_kloop4": a["train_ratio_to_dense"].get("kloop4"),
+                 "anchor_vffn_gmm": a["train_ratio_to_dense"].get("vffn_gmm"),
+                 "ours_loop4": dig(out, "train", n, "x_dense", "loop4"),
+                 "ours_vffn_auto": dig(out, "train", n, "x_dense", "vffn_auto")}
+        prefill = {}
+        for mix, v in a.get("infer", {}).items():
+            prefill[mix] = {"anchor_compact_x_dense": v.get("compact_x_dense"),
+                            "anchor_ideal_x_dense": v.get("ideal_flops_x_dense"),
+                            "ours_eager_x_dense": dig(out, "prefill", n, "eager", mix, "x_dense"),
+                            "ours_graph_x_dense": dig(out, "prefill", n, "graph", mix, "x_dense"),
+                            "ours_ideal_x_dense": dig(out, "prefill", n, "eager", mix, "ideal_x_dense")}
+        rows[n] = {"train_x_dense": train, "prefill_x_dense": prefill}
+    return rows
+
+
+def section_anchor_decode(b: Bench) -> dict | str:
+    path, why = _script(b, "anchor_decode", 60)
+    return why if path is None else {"script": str(path), **run_script(path, min(240.0, b.left()))}
+
+
+def summary_ffn(sec: dict) -> list[str]:
+    lines = []
+    for n, row in sec.get("beside_ours", {}).items():
+        t = row["train_x_dense"]
+        lines.append(f"anchor_ffn {n} tok train x dense: anchor 4-Loop {t['anchor_kloop4']:.2f} / vffn_gmm "
+                     f"{t['anchor_vffn_gmm']:.2f}; ours 4-Loop {_f(t['ours_loop4'])} / auto {_f(t['ours_vffn_auto'])}")
+    return lines
+
+
+def summary_decode(sec: dict) -> list[str]:
+    ms = sec.get("ms_per_step", {})
+    graph = " ".join(f"{k.split('_')[1]} {v}" for k, v in ms.items() if k.startswith("loops1") and k.endswith("graph"))
+    return [f"anchor_decode dense graph ms/step: {graph}"]
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
