@@ -56,7 +56,7 @@ def section_prefill(b: Bench) -> dict:
     dense, vffn = layers["dense"].eval(), layers["vffn"].eval()
     vffn.runtime.impl = "engine"  # the default on CUDA; on the CPU (quick runs) the engine too
     mixes = dict(LOOP_MIXES)
-    res: dict = {"modes": ["eager"] + (["graph"] if dev.type == "cuda" and b.compile else [])}
+    res: dict = {"modes": ["eager"] + (["graph"] if dev.type == "cuda" else [])}
     trained = trained_mix(b, s.max_loops)
     if trained is not None:
         mixes["trained"] = trained["probs"]

@@ -35,7 +35,7 @@ def _commit() -> str | None:
 def run(out_path: str | Path, quick: bool = False, budget_s: float = 540.0, sections: tuple[str, ...] = SECTIONS,
         device: str | None = None, compile: bool = True, inputs: Inputs | None = None,
         command: str | None = None) -> dict:
-    """compile: also the CUDA-graph modes; inputs: the files some sections read; command: how the run was
+    """compile: also the torch.compile modes; inputs: the files some sections read; command: how the run was
     started (recorded; default the process's own command line)."""
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:

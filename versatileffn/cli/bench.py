@@ -19,7 +19,7 @@ def register(sub) -> None:
     p.add_argument("--budget-s", type=float, default=540.0,
                    help="wall-clock budget; sections that would overrun are skipped and marked so")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--no-compile", action="store_true", help="eager only: no CUDA-graph / compiled modes")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile modes")
     p.add_argument("--anchor-ffn", default=None, help="the yardstick anchor_ffn.py (section anchor_ffn)")
     p.add_argument("--trained-model", default=None, help="a trained VersatileFFN model folder: prefill adds its "
                    "loop mix")
