@@ -110,3 +110,24 @@ def test_packed_forward_equals_the_sequences_run_alone():
     assert all(s["tokens"] == 8 for s in model.ffn_stats())
     with pytest.raises(ValueError, match="max_seq_len"):
         model(ids, positions=positions + 60, attn_mask=mask)
+
+
+def test_packing_layout_equals_its_mask_and_host_inputs_stay_on_the_host():
+    """forward(packing=(group, branch)) = forward(attn_mask=the mask it stands for); positions and token_mask on
+    the host; attn_mask and packing together are an error."""
+    from versatileffn.model import packed_attention_mask
+
+    model = VersatileLM(model_config("micro", ffn_config_from_name("versatile"))).eval()
+    ids = torch.randint(1, 256, (2, 9))
+    group = torch.tensor([[0, 0, 0, 0, 0, 1, 1, -1, -1], [0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    branch = torch.tensor([[0, 0, 1, 2, 2, 0, 1, 0, 0], [0, 0, 0, 0, 1, 1, 2, 3, 3]])
+    positions = torch.tensor([[0, 1, 2, 2, 3, 0, 1, 0, 0], [0, 1, 2, 3, 4, 5, 4, 4, 5]])
+    mask = packed_attention_mask(group, branch)
+    assert mask[0, 0, 4].tolist() == [True, True, False, True, True, False, False, False, False]
+    assert mask[0, 0, 7].tolist() == [False] * 7 + [True, False]  # padding sees itself only
+    with torch.no_grad():
+        a = model(ids, positions=positions, packing=(group, branch), token_mask=group >= 0).logits
+        b = model(ids, positions=positions, attn_mask=mask, token_mask=group >= 0).logits
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not both"):
+        model(ids, attn_mask=mask, packing=(group, branch))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .ffn.common import swiglu_flops
 from .ffn.moe import MoEFFNConfig, moe_flops
 from .ffn.registry import FFN_KINDS
+from .ffn.versatile import VersatileFFNConfig
 from .model import ModelConfig
 
 
@@ -109,3 +110,34 @@ def executed_ffn_flops(config: ModelConfig, layer_stats: list[dict]) -> dict:
     out.update(mean_loops=mean_loops, frac_below_max=frac_below,
                formula=paper_formula_flops(config, mean_loops, frac_below))
     return out
+
+
+# ------------------------------------------------------------------------ one sublayer against the dense one (benchmarks)
+
+
+def versatile_sublayer_x_dense(layer: VersatileFFNConfig, loop_histogram: list[int], *, training: bool = False,
+                               grouped_width: bool = True, exact_depth_grad: bool = False) -> float:
+    """Matmul FLOPs per token of one VersatileFFN sublayer over the dense sublayer's (the benchmark's FLOP ideal).
+
+    In loops (one loop = one dense sublayer, ``swiglu_flops``): eval = mean executed loops + share of width-path
+    tokens x the width path's cost. The width path reuses loop 1's activations, so it costs only its down
+    projection: K d_expert of its d_hidden columns on the grouped route (``grouped_width``; K/N at the paper's
+    default), the whole down projection (the mask identity) otherwise. Training (backward = 2x forward per matmul,
+    the whole ratio over dense's 3x): every loop and the width path run forward on every token; backward runs
+    every loop ("full") or loop l only for the tokens with l_hat >= l (``exact_depth_grad``). Router and loop
+    head are not counted (< 0.1% at the paper's shape). loop_histogram[l-1]: tokens with l_hat = l.
+    """
+    L = layer.max_loops
+    if layer.mode == "width":
+        raise ValueError("the width-only ablation runs no loops: it costs one dense sublayer (plus its router)")
+    if len(loop_histogram) != L or sum(loop_histogram) <= 0:
+        raise ValueError(f"loop_histogram must list {L} token counts (not all zero); got {loop_histogram!r}")
+    n = sum(loop_histogram)
+    down = 2 * layer.d_model * layer.d_hidden / swiglu_flops(layer.d_model, layer.d_hidden)
+    width = 0.0 if layer.mode == "depth" else down * (
+        layer.top_k * layer.expert_dim / layer.d_hidden if grouped_width else 1.0)
+    if not training:
+        width_share = sum(loop_histogram[:-1]) / n if layer.mode == "gated" else 1.0  # gated: lambda = 0 at L_max
+        return sum((i + 1) * c for i, c in enumerate(loop_histogram)) / n + width_share * width
+    reach = sum(sum(loop_histogram[k:]) / n for k in range(L)) if exact_depth_grad else L  # loops with a backward
+    return (L + width + 2 * (reach + width)) / 3  # every token's width path (lambda's gradient needs it)

@@ -121,6 +121,26 @@ def apply_rope(x_bhtd: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> to
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x_bhtd.dtype)
 
 
+def packed_attention_mask(group_bt: torch.Tensor, branch_bt: torch.Tensor) -> torch.Tensor:
+    """[B, 1, T, T] True where query q may attend key k: k <= q in q's group (>= 0) and on branch 0 (the shared
+    prefix) or q's own branch; padding (group -1) attends to itself only."""
+    T = group_bt.shape[1]
+    idx = torch.arange(T, device=group_bt.device)
+    causal = idx[None, :] <= idx[:, None]
+    same_group = (group_bt[:, :, None] == group_bt[:, None, :]) & (group_bt[:, :, None] >= 0)
+    same_branch = (branch_bt[:, None, :] == 0) | (branch_bt[:, None, :] == branch_bt[:, :, None])
+    return ((same_group & same_branch & causal) | (idx[None, :] == idx[:, None]))[:, None]
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor copied without waiting for the device (through pinned memory); others as they are."""
+    if t.device == device:
+        return t
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -177,14 +197,15 @@ class Block(nn.Module):
         self.attn = Attention(config)
         self.ffn = config.ffn_layer_config().build()
 
-    def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None, token_mask=None):
+    def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None, token_index=None):
         h = x + self.attn(self.attn_norm(x), cos, sin, cache, layer, attn_mask)
-        if token_mask is None:
+        if token_index is None:
             return self.ffn(h)
-        # the FFN is token-wise: run it on the real tokens only (its statistics count exactly those)
-        out = h.clone()
-        out[token_mask] = self.ffn(h[token_mask][None])[0].to(h.dtype)
-        return out
+        # the FFN is token-wise: run it on the real tokens only (its statistics count exactly those); rows by
+        # index, not by a boolean mask, whose indexing would read its size on the host in every layer
+        flat = h.reshape(-1, h.shape[-1])
+        y = self.ffn(flat.index_select(0, token_index)[None])[0].to(h.dtype)
+        return flat.index_copy(0, token_index, y).view_as(h)
 
 
 class VersatileLM(FFNControl, nn.Module):
@@ -212,15 +233,19 @@ class VersatileLM(FFNControl, nn.Module):
 
     def forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
                 *, positions: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
-                token_mask: torch.Tensor | None = None, logits_at: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> LMOutput:
+                packing: tuple[torch.Tensor, torch.Tensor] | None = None, token_mask: torch.Tensor | None = None,
+                logits_at: tuple[torch.Tensor, torch.Tensor] | None = None) -> LMOutput:
         """input_ids [B, T] -> logits [B, T, V]; targets [B, T] aligned with logits (-100 = ignore).
 
         Several sequences packed into one row (e.g. a context scored once for all its continuations) take:
         positions [B, T], each token's RoPE position; attn_mask [B, 1, T, T], True where a token may attend
-        (replaces the causal mask); token_mask [B, T], the real tokens: the FFN runs on these only, so its
-        statistics count exactly them, and padding passes the FFN unchanged; logits_at (rows [N], columns [N]):
-        logits only at those tokens, [N, V] (no [B, T, V] tensor when a few positions are scored; targets then [N]).
+        (replaces the causal mask); or instead packing = (group [B, T], branch [B, T]), the layout from which the
+        mask is built on the model's device (``packed_attention_mask``: a token sees the earlier tokens of its
+        group on branch 0, the shared prefix, or on its own branch; group -1 = padding); token_mask [B, T], the
+        real tokens: the FFN runs on these only, so its statistics count exactly them, and padding passes the FFN
+        unchanged; logits_at (rows [N], columns [N]): logits only at those tokens, [N, V] (no [B, T, V] tensor
+        when a few positions are scored; targets then [N]). positions and token_mask given on the CPU are
+        checked there and copied without waiting for the device (on the device they cost one host sync each).
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must have shape [batch, seq]; got {tuple(input_ids.shape)}")
@@ -232,22 +257,31 @@ class VersatileLM(FFNControl, nn.Module):
             raise ValueError(f"sequence length {last} exceeds max_seq_len={self.config.max_seq_len}")
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions; {start + T} needed")
-        if cache is not None and (positions is not None or attn_mask is not None):
-            raise ValueError("positions / attn_mask (packed sequences) cannot be combined with a KV cache")
+        if cache is not None and (positions is not None or attn_mask is not None or packing is not None):
+            raise ValueError("positions / attn_mask / packing (packed sequences) cannot be combined with a KV cache")
+        if attn_mask is not None and packing is not None:
+            raise ValueError("give attn_mask or packing, not both")
+        dev = input_ids.device
+        if packing is not None:
+            attn_mask = packed_attention_mask(*(_to_device(t, dev) for t in packing))
+        token_index = None
+        if token_mask is not None:  # flat rows of the real tokens, found once for all layers
+            token_index = _to_device(token_mask.reshape(-1).nonzero()[:, 0], dev)
         if positions is None:
             cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         else:  # [B, T, D/2]: each packed token at its own position
+            positions = _to_device(positions, dev)
             cos, sin = self.rope_cos[positions], self.rope_sin[positions]
         x = self.embed(input_ids)
         checkpointing = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
             if checkpointing and cache is None:
                 # RNG state restored on recompute (same Gumbel sample); statistics not counted twice
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, None, i, attn_mask, token_mask,
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, None, i, attn_mask, token_index,
                                                       use_reentrant=False, preserve_rng_state=True,
                                                       context_fn=checkpoint_contexts)
             else:
-                x = block(x, cos, sin, cache, i, attn_mask, token_mask)
+                x = block(x, cos, sin, cache, i, attn_mask, token_index)
         if cache is not None:
             cache.pos += T
         if logits_at is not None:
@@ -315,4 +349,4 @@ def build_model(config: ModelConfig) -> VersatileLM:
     return VersatileLM(config)
 
 
-__all__ = ["ModelConfig", "VersatileLM", "LMOutput", "KVCache", "model_config", "build_model"]
+__all__ = ["ModelConfig", "VersatileLM", "LMOutput", "KVCache", "model_config", "build_model", "packed_attention_mask"]

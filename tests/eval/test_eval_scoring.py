@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from versatileffn.eval.scoring import build_groups, make_packed_batch, pack_rows, score_requests
+from versatileffn.eval.packing import build_groups, make_packed_batch, pack_rows
+from versatileffn.eval.scoring import score_requests
 
 from .conftest import ByteTokenizer, brute_logprob, micro_lm
 
@@ -128,3 +129,90 @@ def test_packed_scorer_bf16_on_gpu(byte_tok):
         len(byte_tok.encode(PAIRS[4][0])) + 1
     cont_tokens = sum(len(byte_tok.encode(k)) - 1 for _, k in PAIRS)
     assert vffn.ffn_stats()[0]["tokens"] == ctx_tokens + cont_tokens
+
+
+def test_packed_layout_reproduces_every_request():
+    """Random requests (shared and distinct contexts, one-token continuations, long groups): every scored
+    token is predicted by the token before it in its own sequence, at its own position, and that predictor
+    attends to exactly the tokens of its sequence up to itself."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(n):
+        return torch.randint(1, 50, (n,), generator=g).tolist()
+
+    ctxs = [rand(int(torch.randint(1, 9, (1,), generator=g))) for _ in range(7)]
+    pairs = [(ctxs[int(torch.randint(0, 7, (1,), generator=g))], rand(int(torch.randint(1, 6, (1,), generator=g))))
+             for _ in range(40)]
+    groups, _ = build_groups(pairs, max_len=64, row_tokens=24)
+    batch = make_packed_batch(pack_rows(groups, 24)[:5])
+    mask = batch.mask_b1tt[:, 0]
+    seen = set(batch.score_key.tolist())
+    assert len(seen) > 5
+    for key in seen:
+        ctx, cont = pairs[key]
+        sel = torch.from_numpy(batch.score_key == key)
+        b, t = batch.score_b[sel], batch.score_t[sel]
+        assert batch.target[sel].tolist() == cont
+        seq = ctx + cont
+        for j in range(len(cont)):
+            assert batch.ids_bt[b[j], t[j]] == seq[len(ctx) - 1 + j]
+            assert batch.pos_bt[b[j], t[j]] == len(ctx) - 1 + j
+            attended = batch.ids_bt[b[j]][mask[b[j], t[j]]].tolist()
+            assert attended == seq[:len(ctx) + j]
+    assert batch.valid_bt.sum() == (batch.group_bt >= 0).sum()
+
+
+def test_batch_tokenisation_equals_one_string_at_a_time(byte_tok):
+    from versatileffn.eval.scoring import encode_texts, tokenize_pairs
+
+    class Batched(type(byte_tok)):
+        calls = 0
+
+        def encode_batch(self, texts):
+            Batched.calls += 1
+            return [self.encode(t) for t in texts]
+
+    tok = Batched()
+    assert tokenize_pairs(tok, PAIRS) == [(byte_tok.encode(c) or [0], byte_tok.encode(k)) for c, k in PAIRS]
+    assert Batched.calls == 1 and list(encode_texts(tok, ["a", "b", "a"])) == ["a", "b"]
+
+
+@pytest.mark.olmo_eval
+def test_evaluate_tasks_pipeline_equals_one_task_at_a_time():
+    """The next task is prepared on a worker thread: the same numbers as each task alone, in the asked order."""
+    from versatileffn.eval import evaluate_tasks
+    from versatileffn.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("olmo")
+    model = micro_lm(vocab_size=50304, max_seq_len=128)
+    both = evaluate_tasks(model, tok, ["winogrande", "arc_easy"], limit=3, progress=False)
+    assert list(both["tasks"]) == ["winogrande", "arc_easy"]
+    for name in ("winogrande", "arc_easy"):
+        alone = evaluate_tasks(model, tok, [name], limit=3, progress=False)
+        drop = ("tokens_per_s",)
+        assert {k: v for k, v in both["tasks"][name].items() if k not in drop} == \
+            {k: v for k, v in alone["tasks"][name].items() if k not in drop}
+        assert both["ffn_stats"][name] == alone["ffn_stats"][name]
+    with pytest.raises(ValueError, match="unknown task"):
+        evaluate_tasks(model, tok, ["arc_easy", "nope"], limit=1, progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_packed_batches_reach_the_gpu_without_a_host_sync(byte_tok):
+    """Layout, positions and real-token mask go in as pinned host tensors: no batch waits for the device."""
+    from versatileffn.eval.scoring import packed_logprobs, prepare_requests, tokenize_pairs
+
+    dev = torch.device("cuda")
+    model = micro_lm().to(dev)
+    prepared = prepare_requests(model, tokenize_pairs(byte_tok, PAIRS * 3), batch_size=2, row_tokens=48, pin=True)
+    assert len(prepared.batches) >= 2
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        packed_logprobs(model, prepared.batches[0], dev)  # warm-up (lazy initialisation)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for batch in prepared.batches:
+                packed_logprobs(model, batch, dev)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)

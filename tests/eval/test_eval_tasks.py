@@ -78,3 +78,19 @@ def test_metrics_by_hand():
     assert m["acc"] == 0.0 and m["acc_per_char"] == 0.5 and m["primary"] == 0.5 and m["n"] == 2
     tie = doc_predictions(doc, [-2.0, -2.0], [1, 1])
     assert tie["acc"] == 0  # ties go to the first choice, as torch.argmax
+
+
+def test_unconditional_lines_skipped_unparsed_only_when_sure():
+    # the pre-parse filter: every integer doc_id in the line must be >= the offset (a nested doc's too)
+    assert T._unconditional('{"doc": {"x": 1}, "doc_id": 1000005, "idx": 0}', 1_000_000)
+    assert not T._unconditional('{"doc": {"doc_id": 7}, "doc_id": 1000007}', 1_000_000)
+    assert not T._unconditional('{"doc": {}, "doc_id": 12}', 1_000_000)
+    assert not T._unconditional('{"doc": {}, "doc_id": "1000005"}', 1_000_000)  # not an integer: parsed
+
+
+@pytest.mark.parametrize("name", ["arc_easy", "csqa"])
+def test_skipping_unconditional_lines_keeps_the_conditional_docs(name):
+    with_uncond, without = load_task(name, limit=40, uncond=True), load_task(name, limit=40, uncond=False)
+    assert without.n_docs_total == with_uncond.n_docs_total
+    assert [(d.doc_id, d.label, d.contexts, d.continuations) for d in without.docs] == \
+        [(d.doc_id, d.label, d.contexts, d.continuations) for d in with_uncond.docs]

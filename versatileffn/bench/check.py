@@ -1,10 +1,12 @@
-"""Section ``check``: every fast path against the plain references on fresh random inputs (bf16 on the GPU)."""
+"""Section ``check``: every fast path against the plain references on fresh random inputs (bf16 on the GPU):
+exact against full depth gradients, the engine's eval forward against the plain path and the authors' batch-max
+inference for each forced loop mix, the grouped MoE against its dense einsum."""
 from __future__ import annotations
 
 import torch
 
 from ..ffn.reference import authors_eval_forward, authors_train_forward
-from .common import LOOP_MIXES, Bench, forced_loops, make_layers, mix_loops
+from .common import LOOP_MIXES, Bench, make_layers, mix_loops
 from .timing import rel_err
 
 
@@ -18,7 +20,7 @@ def section_check(b: Bench) -> dict:
     res: dict = {}
     grads = {}
     for mode in ("full", "exact"):
-        vffn.depth_grad = mode
+        vffn.runtime.depth_grad = mode
         xg = x.clone().requires_grad_()
         for p in vffn.parameters():
             p.grad = None
@@ -30,16 +32,20 @@ def section_check(b: Bench) -> dict:
     res["exact_vs_full_out"] = rel_err(y_e, y_f)
     res["exact_vs_full_grad_max"] = max([rel_err(g_e[k], g_f[k]) for k in g_f] + [rel_err(x_e, x_f)])
     with torch.no_grad():
-        vffn.depth_grad = "auto"
+        vffn.runtime.depth_grad = "auto"
         torch.manual_seed(4)
         ours = vffn(x)
         torch.manual_seed(4)
         res["train_vs_authors_out"] = rel_err(ours, authors_train_forward(vffn, x))
         vffn.eval()
         for name, probs in LOOP_MIXES.items():
-            forced_loops(vffn, mix_loops(probs, n, dev))
-            res[f"eval_{name}_vs_authors"] = rel_err(vffn(x), authors_eval_forward(vffn, x))
-        del vffn._predicted_loops
+            loops = mix_loops(probs, n, dev).view(1, n)
+            vffn.runtime.impl = "engine"
+            engine_y = vffn(x, loops=loops)
+            vffn.runtime.impl = "plain"
+            res[f"eval_{name}_engine_vs_plain"] = rel_err(engine_y, vffn(x, loops=loops))
+            res[f"eval_{name}_vs_authors"] = rel_err(engine_y, authors_eval_forward(vffn, x, loops))
+        vffn.runtime.impl = "auto"
         vffn.train()
         moe = layers["moe"]
         moe.expert_impl = "dense"
@@ -51,3 +57,9 @@ def section_check(b: Bench) -> dict:
     res["tolerance"] = tol
     res["ok"] = all(v < tol for k, v in res.items() if k not in ("tolerance",))
     return res
+
+
+def summary(sec: dict) -> list[str]:
+    worst = max((v for k, v in sec.items() if k not in ("tolerance", "ok")), default=0.0)
+    return [f"check: {'ok' if sec['ok'] else 'FAILED'} (largest relative error {worst:.2e}, tolerance "
+            f"{sec['tolerance']:.0e})"]

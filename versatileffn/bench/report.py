@@ -1,4 +1,4 @@
-"""The run's JSON file and its short summary for the terminal (and the README)."""
+"""The run's JSON file and its short table for the terminal (each section's lines, then the targets)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import math
 import os
 from pathlib import Path
 
-from .decode import DECODE_VARIANTS
+from .registry import REGISTRY
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -17,41 +17,19 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def summary_lines(out: dict) -> list[str]:
-    """A short table for the terminal (and the README)."""
-    lines = [f"device: {out['env']['device']}  torch {out['env']['torch']}  dtype {out['env']['dtype']}"]
-    for mode in ("eager", "compiled"):
-        sec = out.get(f"train_{mode}")
-        if isinstance(sec, dict):
-            for n, row in sec.items():
-                r = " ".join(f"{k} {v:.2f}" for k, v in row["x_dense"].items())
-                lines.append(f"train {mode} {n} tok (x dense, dense {row['ms']['dense']:.2f} ms): {r}")
-        sec = out.get(f"infer_{mode}")
-        if isinstance(sec, dict):
-            for n, row in sec.items():
-                r = " ".join(f"{m} {v['ours_x_dense']:.2f}/{v['ideal_flop_x_dense']:.2f}"
-                             + (f" (authors {v['authors_x_dense']:.2f})" if "authors_x_dense" in v else "")
-                             for m, v in row["mixes"].items() if isinstance(v, dict))
-                lines.append(f"infer {mode} {n} tok (ours/ideal x dense): {r}")
-        sec = out.get(f"e2e_{mode}")
-        if isinstance(sec, dict):
-            for k, v in sec.items():
-                if isinstance(v, dict):
-                    lines.append(f"e2e {mode} {k}: {v['tokens_per_s']:.0f} tok/s, MFU {v['mfu']:.3f}, "
-                                 f"peak {v.get('peak_mem_gib', float('nan')):.1f} GiB (mb {v['micro_batch']})")
-                elif isinstance(v, str):
-                    lines.append(f"e2e {mode} {k}: {v}")
-    dec = out.get("decode")
-    if isinstance(dec, dict):
-        for name in DECODE_VARIANTS:
-            rows = dec.get(name)
-            if isinstance(rows, dict):
-                r = " ".join(f"b{k} {v['step_ms']:.2f}ms/{v['tokens_per_s']:.0f}tok/s" for k, v in rows.items()
-                             if isinstance(v, dict))
-                lines.append(f"decode {name}: {r}")
-        for k, v in dec.get("versatile_x_dense", {}).items():
-            lines.append(f"decode batch {k}: best eager versatile x dense {v:.2f}")
+    env = out["env"]
+    lines = [f"device: {env['device']}  torch {env['torch']}  dtype {env['dtype']}  commit {env.get('commit')}"]
+    for name, section in REGISTRY.items():
+        sec = out.get(name)
+        if isinstance(sec, str):
+            lines.append(f"{name}: {sec[:200]}")
+        elif isinstance(sec, dict) and section.summary is not None:
+            try:
+                lines += section.summary(sec)
+            except (KeyError, TypeError, ValueError) as exc:  # a partial section still leaves the others' lines
+                lines.append(f"{name}: (no summary: {type(exc).__name__}: {exc})")
     for k, v in (out.get("targets") or {}).items():
         m = v["measured"]
-        lines.append(f"target {k}: {'MET' if v['met'] else 'not met'} (measured {m if m is None else round(m, 3)}, "
-                     f"target {v['target']})")
+        state = "MET" if v["met"] else ("not met" if m is not None else "not measured")
+        lines.append(f"target {k}: {state} (measured {m if m is None else round(m, 3)}, target {v['target']})")
     return lines

@@ -1,49 +1,120 @@
-"""The speed targets (issue 8) and whether a run met them."""
+"""The speed targets of issue 13 (H200; ratios against dense measured in the same run and mode), each measured
+from the bench JSON, and ``targets_summary.json`` (``summary_file``): one entry per target with ``measured``,
+``target``, ``met``, ``device``, ``command`` and a ``reason`` for a human to fill where a target is not met.
+
+The decode entries read what the ``decode`` section writes under ``out["decode"]["targets"]`` (``DECODE_KEYS``, each
+{decode mode: figure}) and take the best mode; the decode section runs the yardstick ``anchor_decode.py`` itself
+(the path in the environment variable ``VERSATILEFFN_ANCHOR_DECODE``)."""
 from __future__ import annotations
 
-from .common import LOOP_MIXES, Shape
+from dataclasses import dataclass
+from typing import Callable
 
-TARGETS = {"train_16k": 4.5, "train_4k": 5.5, "exact_uniform": 3.6, "infer_over_ideal": 1.15, "decode": 2.0,
-           "mfu": 0.35}
+from .common import Shape, dig
+
+DECODE_KEYS = {
+    "b1_uniform_ms": "ms per step at batch 1, VersatileFFN with the uniform loop mix forced",
+    "uniform_x_dense_worst": "the worst batch of that over our dense step in the same mode",
+    "dense_x_anchor_worst": "the worst batch of our dense step over the yardstick's graph step",
+}
+PREFILL_MIXES = ("all1", "uniform", "easy", "all4", "trained")
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str                                  # the issue's wording
+    limit: float                               # measured <= limit is met
+    measure: Callable[[dict, Shape], tuple]    # (measured or None, detail dict, why not measured)
+
+
+def decode(key: str):
+    """The best decode mode's figure of ``out["decode"]["targets"][key]`` ({mode: figure})."""
+    def measure(out: dict, s: Shape):
+        per_mode = dig(out, "decode", "targets", key)
+        per_mode = {m: v for m, v in per_mode.items() if isinstance(v, (int, float))} if isinstance(per_mode, dict) \
+            else {}
+        if not per_mode:
+            return None, {}, f"the decode section wrote no targets.{key}"
+        mode = min(per_mode, key=per_mode.get)
+        return per_mode[mode], {"mode": mode, "per_mode": per_mode}, None
+    return measure
+
+
+def prefill(n_index: int, mode: str):
+    def measure(out: dict, s: Shape):
+        n = str(s.tokens[n_index])
+        per = {m: dig(out, "prefill", n, mode, m, "over_ideal") for m in PREFILL_MIXES}
+        per = {m: v for m, v in per.items() if isinstance(v, (int, float))}
+        return max(per.values(), default=None), {"tokens": int(n), "over_ideal_per_mix": per}, \
+            None if per else f"no prefill {mode} figures at {n} tokens"
+    return measure
+
+
+def train(n_index: int):
+    def measure(out: dict, s: Shape):
+        n = str(s.tokens[n_index])
+        v = dig(out, "train", n, "x_dense", "vffn_auto")
+        detail = {"tokens": int(n), "auto_picks": dig(out, "train", n, "auto_picks"),
+                  "x_loop4": dig(out, "train", n, "x_loop4", "vffn_auto"),
+                  "exact_x_dense": dig(out, "train", n, "x_dense", "vffn_exact"),
+                  "full_x_dense": dig(out, "train", n, "x_dense", "vffn_full"),
+                  "loop4_x_dense": dig(out, "train", n, "x_dense", "loop4")}
+        return v, detail, None if v is not None else f"no train figures at {n} tokens"
+    return measure
+
+
+def full_eval_dense(out: dict, s: Shape):
+    v = dig(out, "full_eval", "dense", "wall_s")
+    return v, {"command": dig(out, "full_eval", "dense", "command")}, None if v is not None else "full_eval did not run"
+
+
+def full_eval_versatile(out: dict, s: Shape):
+    v = dig(out, "full_eval", "versatile_x_dense")
+    return v, {"versatile_wall_s": dig(out, "full_eval", "versatile", "wall_s"),
+               "mean_loops": dig(out, "full_eval", "versatile", "mean_loops")}, \
+        None if v is not None else "full_eval did not time both models"
+
+
+TARGETS: dict[str, Target] = {
+    "decode_b1_uniform_ms": Target("Decode, batch 1, uniform loop mix: <= 2.5 ms per step (>= 400 tok/s)", 2.5,
+                                   decode("b1_uniform_ms")),
+    "decode_x_dense": Target("Decode vs this project's dense step, same mode: <= 1.8x at every batch 1-64 "
+                             "(measured: the worst batch)", 1.8, decode("uniform_x_dense_worst")),
+    "dense_decode_x_yardstick": Target("Dense decode vs the yardstick's graph step (anchor_decode.py): within "
+                                       "1.15x (measured: the worst batch)", 1.15, decode("dense_x_anchor_worst")),
+    **{f"prefill_{k}_{mode}": Target(f"Prefill, {k} tokens, every mix, {mode}: <= 1.15x the FLOP ideal (measured: "
+                                     "the worst mix)", 1.15, prefill(i, mode))
+       for i, k in ((1, "4k"), (0, "16k")) for mode in ("eager", "graph")},
+    "train_exact_16k": Target("Exact training, eager, 16k tokens: <= 3.6x dense (below 4-Loop), depth_grad auto",
+                              3.6, train(0)),
+    "train_exact_4k": Target("Exact training, eager, 4k tokens: <= 4.5x dense, depth_grad auto", 4.5, train(1)),
+    "full_eval_dense_s": Target("Full eval, all 8 tasks, paper-354m dense: <= 15 s wall", 15.0, full_eval_dense),
+    "full_eval_versatile_x_dense": Target("Full eval, VersatileFFN: <= 1.3x the dense wall time", 1.3,
+                                          full_eval_versatile),
+}
 
 
 def targets(out: dict, shape: Shape) -> dict:
-    """Each target: met (True/False) with the measured figure, or why it was not measured."""
-    t: dict = {}
+    """Each target: measured (None if not measured), target, met, detail, and why it was not measured."""
+    res = {}
+    for key, t in TARGETS.items():
+        measured, detail, why = t.measure(out, shape)
+        res[key] = {"text": t.text, "measured": measured, "target": t.limit,
+                    "met": measured is not None and measured <= t.limit, "detail": detail}
+        if measured is None:
+            res[key]["not_measured"] = why
+    return res
 
-    def get(*path):
-        node = out
-        for p in path:
-            if not isinstance(node, dict) or p not in node:
-                return None
-            node = node[p]
-        return node if isinstance(node, (int, float)) else None
 
-    n_big, n_small = (str(n) for n in shape.tokens[:2])
-    for mode in ("eager", "compiled"):
-        sec = f"train_{mode}"
-        best = lambda n: min([v for v in (get(sec, n, "x_dense", "vffn_full"), get(sec, n, "x_dense", "vffn_exact"))  # noqa: E731
-                              if v is not None], default=None)
-        for n, key in ((n_big, "train_16k"), (n_small, "train_4k")):
-            v = best(n)
-            t[f"{key}_{mode}"] = {"target": TARGETS[key], "measured": v, "met": v is not None and v <= TARGETS[key]}
-        v = get(sec, n_big, "x_dense", "vffn_exact")
-        t[f"exact_uniform_{mode}"] = {"target": TARGETS["exact_uniform"], "measured": v,
-                                      "met": v is not None and v <= TARGETS["exact_uniform"]}
-        for mix in LOOP_MIXES:
-            v = get(f"infer_{mode}", n_big, "mixes", mix, "ours_over_ideal")
-            t[f"infer_{mix}_{mode}"] = {"target": TARGETS["infer_over_ideal"], "measured": v,
-                                        "met": v is not None and v <= TARGETS["infer_over_ideal"]}
-        v = get(f"e2e_{mode}", "versatile", "mfu")
-        t[f"mfu_{mode}"] = {"target": TARGETS["mfu"], "measured": v, "met": v is not None and v >= TARGETS["mfu"]}
-    dec = out.get("decode")
-    dec = dec.get("versatile_x_dense") or {} if isinstance(dec, dict) else {}
-    worst = max(dec.values(), default=None)
-    t["decode_worst_batch_eager"] = {"target": TARGETS["decode"], "measured": worst,
-                                     "met": worst is not None and worst <= TARGETS["decode"]}
-    dec = out.get("decode")
-    dec = dec.get("versatile_ffn_compiled_x_dense_ffn_compiled") or {} if isinstance(dec, dict) else {}
-    worst = max(dec.values(), default=None)
-    t["decode_worst_batch_ffn_compiled"] = {"target": TARGETS["decode"], "measured": worst,
-                                            "met": worst is not None and worst <= TARGETS["decode"]}
-    return t
+def summary_file(out: dict, shape: Shape, source: str) -> dict:
+    """``benchmarks/results/targets_summary.json``: the targets with the run's device and command; ``reason`` is
+    left for a human where a target is not met (or says why it was not measured)."""
+    env = out.get("env", {})
+    entries = {}
+    for key, t in targets(out, shape).items():
+        entries[key] = {**{k: t[k] for k in ("text", "measured", "target", "met")},
+                        "device": env.get("device"), "command": env.get("command"), "detail": t["detail"],
+                        "reason": None if t["met"] else (f"not measured: {t['not_measured']}"
+                                                         if "not_measured" in t else "")}
+    return {"source": source, "issue": 13, "device": env.get("device"), "torch": env.get("torch"),
+            "commit": env.get("commit"), "started_utc": env.get("started_utc"), "targets": entries}

