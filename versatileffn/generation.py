@@ -1,4 +1,4 @@
-"""Fast generation for ``VersatileLM``: a prefill, then decode steps on a static KV cache (``model.KVCache``).
+"""Fast generation for ``VersatileLM``: a prefill, then decode steps on a static KV cache (``kvcache.KVCache``).
 
 A decode step (every layer, the FFN engine included, then sampling) reads nothing on the host: the cache column,
 the RoPE positions and the step counter live on the device, the next token is sampled there (greedy, or
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .config import require
 from .errors import UserError
 from .ffn.control import ffn_layers
-from .model import KVCache, VersatileLM
+from .kvcache import KVCache
 
 MODES = ("eager", "graph", "compile")
 WARMUP = 3  # steps a capture or a compilation runs before the real ones (then the state is reset)
@@ -57,7 +57,7 @@ class GenerationConfig:
         require(isinstance(self.check_every, int) and self.check_every >= 1, "check_every", "an integer >= 1",
                 self.check_every)
 
-    def build(self, model: VersatileLM) -> "Decoder":
+    def build(self, model) -> "Decoder":
         return Decoder(model, self)
 
 
@@ -145,7 +145,7 @@ def left_pad(prompts, attention_mask: torch.Tensor | None, pad_id: int,
     return ids, torch.tensor([T - len(r) for r in rows], dtype=torch.long, device=device)
 
 
-def recompute_logits(model: VersatileLM, ids: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+def recompute_logits(model, ids: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
     """Last-token logits [B, V] from a full forward of left-padded ids (no cache: the reference path)."""
     if not bool(pad.any()):
         return model(ids).logits[:, -1]
@@ -163,8 +163,8 @@ def recompute_logits(model: VersatileLM, ids: torch.Tensor, pad: torch.Tensor) -
 class Decoder:
     """Generates from ``model`` with ``config``: prefill eagerly, then decode steps in ``config.mode``."""
 
-    def __init__(self, model: VersatileLM, config: GenerationConfig):
-        if not isinstance(model, VersatileLM):
+    def __init__(self, model, config: GenerationConfig):
+        if not hasattr(model, "decode_step"):
             raise TypeError(f"Decoder drives a VersatileLM; got {type(model).__name__} (Hugging Face models: "
                             "model.generate(..., cache_implementation='static'))")
         self.model, self.config = model, config
@@ -340,7 +340,7 @@ def mean_loops(model: torch.nn.Module) -> float | None:
     return sum(s["mean_loops"] for s in stats) / len(stats) if stats else None
 
 
-def generate(model: VersatileLM, prompts: torch.Tensor | Sequence[Sequence[int]], max_new_tokens: int = 32,
+def generate(model, prompts: torch.Tensor | Sequence[Sequence[int]], max_new_tokens: int = 32,
              attention_mask: torch.Tensor | None = None, on_tokens=None, use_cache: bool = True,
              **options) -> Generation:
     """One call: ``GenerationConfig(max_new_tokens, **options).build(model).generate(prompts, ...)``."""
