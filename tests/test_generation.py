@@ -146,10 +146,10 @@ def test_decode_step_is_sync_free_and_captures(ffn):
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")
         try:
-            step()
-            replay = capture(step)
+            step()  # eager: every layer, the FFN engine and the sampling without a host sync
         finally:
             torch.cuda.set_sync_debug_mode(0)
+        replay = capture(step)  # (entering a graph capture synchronises on purpose)
         slot = int(cache.slot)
         torch.cuda.set_sync_debug_mode("error")
         try:

@@ -248,8 +248,9 @@ class Decoder:
         B, T = ids.shape
         cache = KVCache(model.config, B, T + c.max_new_tokens, self.device, self.dtype, pad)
         st = self._state(B)
+        zero_ffn_stats(model, self.device)
         step = self._step_fn(st, cache) if c.max_new_tokens > 1 else None
-        zero_ffn_stats(model)
+        zero_ffn_stats(model, self.device)
         if c.seed is not None:
             torch.manual_seed(c.seed)
         sync(self.device)
@@ -267,7 +268,7 @@ class Decoder:
         """No cache: every step a full forward of the sequence so far (the reference the cached path matches)."""
         st = self._state(ids.shape[0])
         seq = [ids]
-        zero_ffn_stats(self.model)
+        zero_ffn_stats(self.model, self.device)
         if self.config.seed is not None:
             torch.manual_seed(self.config.seed)
         t0 = time.perf_counter()
@@ -325,11 +326,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def zero_ffn_stats(model: torch.nn.Module) -> None:
-    """Zero the FFN statistics in place (a captured graph keeps adding into the same tensors)."""
+def zero_ffn_stats(model: torch.nn.Module, device: torch.device) -> None:
+    """Zero the FFN statistics in place, on ``device`` (a captured or compiled step keeps adding into the tensors it
+    saw: they must be there before the capture and stay the same objects afterwards)."""
     for m in ffn_layers(model):
         s = getattr(m, "stats", None)
-        for t in (() if s is None else (s.n_tokens, s.loop_counts, s.expert_counts, s.lambda_sum)):
+        if s is None:
+            continue
+        if s.n_tokens.device != device:
+            m.stats = s = s.to(device)
+        for t in (s.n_tokens, s.loop_counts, s.expert_counts, s.lambda_sum):
             if t is not None:
                 t.zero_()
 
