@@ -36,6 +36,21 @@ class KVCache:
         self.pos = pos
         self.slot.fill_(pos)
 
+    def begin(self, T: int) -> torch.Tensor:
+        """Before a forward of T tokens: their columns, the attention window and mask, computed once for every
+        layer (``update``). -> the tokens' RoPE positions [B, T]."""
+        self._cols = self.columns(T)
+        self._width = self.window(T)
+        self._mask = self.attention_mask(self._cols, self._width)
+        return self.rope_positions(self._cols)
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Write layer's k, v [B, kv_heads, T, head_dim] at the columns of ``begin`` in place -> (keys, values of
+        the window, mask [B, 1, T, window])."""
+        self.k[layer].index_copy_(2, self._cols, k)
+        self.v[layer].index_copy_(2, self._cols, v)
+        return self.k[layer][:, :, :self._width], self.v[layer][:, :, :self._width], self._mask
+
     def columns(self, T: int) -> torch.Tensor:
         """[T] long: the buffer columns the next T tokens write (slot .. slot + T - 1), on the device."""
         return self.slot + torch.arange(T, device=self.slot.device)

@@ -156,12 +156,7 @@ class Attention(nn.Module):
         v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:  # written in place at the device-side columns, read through a static window
-            cols = cache.columns(T)
-            cache.k[layer].index_copy_(2, cols, k)
-            cache.v[layer].index_copy_(2, cols, v)
-            width = cache.window(T)
-            k, v = cache.k[layer][:, :, :width], cache.v[layer][:, :, :width]
-            attn_mask = cache.attention_mask(cols, width)
+            k, v, attn_mask = cache.update(layer, k, v)
         if self.kv_heads != self.n_heads:
             rep = self.n_heads // self.kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
@@ -280,8 +275,9 @@ class VersatileLM(FFNControl, nn.Module):
         return LMOutput(logits=logits, loss=loss, aux_loss=self.aux_loss())
 
     def _cache_rope(self, cache: KVCache, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [B, T, D/2] at the cache's device-side columns (no host position)."""
-        positions = cache.rope_positions(cache.columns(T))
+        """cos, sin [B, T, D/2] at the cache's device-side columns (no host position); the cache prepares the
+        columns, window and mask of these T tokens once for every layer."""
+        positions = cache.begin(T)
         return self.rope_cos[positions], self.rope_sin[positions]
 
     def decode_step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
