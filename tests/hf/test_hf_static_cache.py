@@ -1,6 +1,7 @@
 """Converted Hugging Face models generate with transformers' static cache (``cache_implementation="static"``):
-the same tokens as with the dynamic cache, also with the forward traced whole by ``torch.compile(fullgraph=True)``
-(the FFN engine: no graph break); on CUDA under ``mode="reduce-overhead"`` (CUDA graphs)."""
+the same tokens as with the dynamic cache, also when generate compiles the decode forward (``compile_config``,
+``fullgraph=True``: the FFN engine traced whole, no graph break); on CUDA under ``mode="reduce-overhead"`` (CUDA
+graphs)."""
 import pytest
 import torch
 
@@ -22,10 +23,16 @@ def test_static_cache_generate_equals_dynamic_cache(make_dense, ffn_options, inp
     kw = dict(attention_mask=_left_padded(input_ids), max_new_tokens=4, do_sample=False, pad_token_id=0)
     dynamic = model.generate(input_ids, **kw)
     assert torch.equal(model.generate(input_ids, cache_implementation="static", **kw), dynamic)
+    # transformers' own compilation of the decode forward, on the CPU too, traced whole (tracing only: fast)
+    config = transformers.CompileConfig(fullgraph=True, backend="eager")
+    config._compile_all_devices = True
     torch._dynamo.reset()
-    model.forward = torch.compile(model.forward, fullgraph=True, backend="eager")  # tracing only: fast on the CPU
+    counters = torch._dynamo.utils.counters
+    counters.clear()
     try:
-        assert torch.equal(model.generate(input_ids, cache_implementation="static", **kw), dynamic)
+        assert torch.equal(model.generate(input_ids, cache_implementation="static", compile_config=config, **kw),
+                           dynamic)
+        assert counters["stats"]["unique_graphs"] >= 1  # the decode forward did go through torch.compile
     finally:
         torch._dynamo.reset()
 
@@ -38,8 +45,9 @@ def test_static_cache_generate_compiled_on_cuda(make_dense, ffn_options, input_i
     kw = dict(attention_mask=_left_padded(ids), max_new_tokens=8, do_sample=False, pad_token_id=0)
     dynamic = model.generate(ids, **kw)
     torch._dynamo.reset()
-    model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
-    try:
-        assert torch.equal(model.generate(ids, cache_implementation="static", **kw), dynamic)
+    try:  # on CUDA generate compiles the decode forward itself (mode="reduce-overhead": CUDA graphs)
+        static = model.generate(ids, cache_implementation="static",
+                                compile_config=transformers.CompileConfig(fullgraph=True), **kw)
+        assert torch.equal(static, dynamic)
     finally:
         torch._dynamo.reset()
