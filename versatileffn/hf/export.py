@@ -24,8 +24,7 @@ from ..errors import UserError
 from ..io import load_model, require_finite
 from ..model import ModelConfig, VersatileLM
 from ..tokenizer import load_tokenizer
-from .card import write_model_card
-from .convert import _save_atomically, copy_tokenizer_files
+from .convert import _save_atomically, write_hf_folder
 from .modeling import FFN_OPTION_FIELDS, classes_for
 
 # native name -> Llama name (the decoder layer's part); the FFN's norm goes to post_attention_layernorm when dense
@@ -147,11 +146,8 @@ def export_native(source: str | Path, out_dir: str | Path, check: bool = True) -
                 raise UserError(f"the exported model's logits differ from the native model's by {diff:.3g}; not "
                                 "writing it (please report this)")
 
-        def write(folder: Path) -> None:
-            hf.save_pretrained(folder, safe_serialization=True)
-            copy_tokenizer_files(tok_dir, folder)
-            write_model_card(folder, hf, source=source, meta=meta)
-        return _save_atomically(write, out_dir), report
+        path = _save_atomically(lambda folder: write_hf_folder(hf, folder, tok_dir, source=source, meta=meta), out_dir)
+    return path, report
 
 
 __all__ = ["export_native", "native_folder", "max_logit_diff", "to_hf_model", "hf_config", "hf_state_dict", "check_exportable"]
