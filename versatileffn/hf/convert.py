@@ -29,7 +29,7 @@ _LAYER_FFN = re.compile(r"^(model\.layers\.\d+\.)versatile_ffn\.(.+)$")
 
 def _weight_renames(arch: Architecture) -> dict[str, str]:
     """versatile_ffn.<name> -> dense decoder-layer <name>, for one layer."""
-    norm = "down_proj.norm.weight" if arch.norm_placement == "post" else "norm.weight"
+    norm = "out_norm.weight" if arch.norm_placement == "post" else "norm.weight"
     return {"gate_proj.weight": "mlp.gate_proj.weight", "up_proj.weight": "mlp.up_proj.weight",
             "down_proj.weight": "mlp.down_proj.weight", norm: f"{arch.ffn_norm}.weight"}
 
