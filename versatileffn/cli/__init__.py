@@ -46,6 +46,7 @@ SUBCOMMANDS: dict[str, str] = {
     "analyze": "analyze",
     "bench": "bench",
     "export": "export",
+    "generate": "generate",
 }
 
 # OSErrors that describe the user's environment (a path, permissions, space), not a bug: one line, exit 2
