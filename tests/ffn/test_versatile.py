@@ -222,9 +222,9 @@ def test_logits_are_fp32_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(x)
     assert torch.isfinite(y).all()
-    from versatileffn.ffn.common import fp32_logits
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert fp32_logits(x.reshape(-1, D), layer.router.weight).dtype == torch.float32
+        assert layer.router(x.reshape(-1, D)).dtype == torch.float32
+        assert layer.loop_predictor(x.reshape(-1, D).bfloat16()).dtype == torch.float32
 
 
 def test_from_dense_copies_weights_and_checks_shapes():

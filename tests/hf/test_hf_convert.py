@@ -93,7 +93,7 @@ def test_post_norm_width_path_matches_per_expert_reference():
     cfg = VersatileFFNConfig(d_model=16, d_hidden=40, n_experts=4, top_k=2, d_expert=16, mode="width", init_std=0.3)
     ffn = PostNormVersatileFFN(cfg)
     with torch.no_grad():
-        ffn.down_proj.norm.weight.uniform_(0.5, 1.5)
+        ffn.out_norm.weight.uniform_(0.5, 1.5)
     x = torch.randn(3, 5, 16)
     h = x.reshape(-1, 16)
     gates, experts = torch.topk(h @ ffn.router.weight.T, 2, dim=-1)
@@ -103,7 +103,7 @@ def test_post_norm_width_path_matches_per_expert_reference():
         for g, k in zip(gates[n], experts[n]):
             lo, hi = cfg.expert_slices()[int(k)]
             a = torch.nn.functional.silu(ffn.gate_proj.weight[lo:hi] @ h[n]) * (ffn.up_proj.weight[lo:hi] @ h[n])
-            y = ffn.down_proj.norm((ffn.down_proj.weight[:, lo:hi] @ a)[None])[0]
+            y = ffn.out_norm((ffn.down_proj.weight[:, lo:hi] @ a)[None])[0]
             ref[n] += g * (h[n] + y)
     for training in (True, False):
         with torch.no_grad():
@@ -111,7 +111,7 @@ def test_post_norm_width_path_matches_per_expert_reference():
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     # the depth path repeats the post-norm F itself
     a_nh = torch.nn.functional.silu(h @ ffn.gate_proj.weight.T) * (h @ ffn.up_proj.weight.T)
-    dense_step = h + ffn.down_proj.norm(a_nh @ ffn.down_proj.weight.T)
+    dense_step = h + ffn.out_norm(a_nh @ ffn.down_proj.weight.T)
     torch.testing.assert_close(ffn.step(h), dense_step, rtol=1e-5, atol=1e-5)
 
 

@@ -53,7 +53,7 @@ def token_quantities(layer: VersatileFFN, h_btd: torch.Tensor) -> dict[str, torc
         L = layer.max_loops
         loops_n = layer._predicted_loops(h_nd)
         lam_n = width_weight(layer.mode, L, loops_n)  # Eq. 13 at inference; None without a fusion
-        cur = h_nd + layer.down_proj(a_nh)  # H^(1)
+        cur = h_nd + layer.project_out(a_nh)  # H^(1)
         y_depth = cur.clone()
         for loop in range(2, int(loops_n.max()) + 1):
             cur = layer.loop_step(cur)  # Eq. 9

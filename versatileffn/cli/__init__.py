@@ -45,6 +45,7 @@ SUBCOMMANDS: dict[str, str] = {
     "convert": "convert",
     "analyze": "analyze",
     "bench": "bench",
+    "export": "export",
     "generate": "generate",
 }
 

@@ -96,10 +96,17 @@ def check_sublayer_input(x: torch.Tensor, d_model: int, check_finite: bool, name
                          "that catches this")
 
 
-def fp32_logits(x_nd: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Router / loop-head logits in fp32 even under bf16 autocast (small logit gaps decide discrete choices)."""
-    with torch.autocast(device_type=x_nd.device.type, enabled=False):
-        return F.linear(x_nd.float(), weight.float())
+class LogitHead(nn.Linear):
+    """A router / loop head: a bias-free linear map whose logits are computed in fp32, even under bf16 autocast
+    (small logit gaps decide discrete choices). Called as a module, never read as ``.weight``, so wrappers that
+    act on a module call see it: accelerate's offload hooks load its weight, PEFT adapters add their delta."""
+
+    def __init__(self, d_in: int, d_out: int):
+        super().__init__(d_in, d_out, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return F.linear(x.float(), self.weight.float())  # x.float() is free when the caller made one fp32 copy
 
 
 def top_k_gates(logits_ne: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -57,9 +57,19 @@ class DenseFFN(nn.Module):
         u = self.norm(h_nd)
         return F.silu(self.gate_proj(u)) * self.up_proj(u)
 
+    def output_norm(self, y: torch.Tensor) -> torch.Tensor:
+        """The norm F applies after W_out: the identity for this pre-norm F (a post-norm sublayer, HF OLMo2's,
+        owns and applies its norm here; the projection stays a plain ``nn.Linear`` that wrappers such as PEFT
+        may replace)."""
+        return y
+
+    def project_out(self, a: torch.Tensor) -> torch.Tensor:
+        """ΔF from the activations: output_norm(W_out a), what one application of F adds to H (Eq. 2)."""
+        return self.output_norm(self.down_proj(a))
+
     def step(self, h: torch.Tensor) -> torch.Tensor:
         """One application of F (Eq. 2) on any [..., d_model] tensor."""
-        return h + self.down_proj(self.hidden(h))
+        return h + self.project_out(self.hidden(h))
 
     def loop_delta(self, delta: torch.Tensor) -> torch.Tensor:
         """What a loop after the first adds (Eq. 9): ΔF, or s * alpha ⊙ ΔF with a dense-preserving start."""
@@ -67,7 +77,7 @@ class DenseFFN(nn.Module):
 
     def loop_step(self, h: torch.Tensor) -> torch.Tensor:
         """F applied again, for loops l >= 2 (Eq. 9): ``step`` unless the start is dense-preserving."""
-        return h + self.loop_delta(self.down_proj(self.hidden(h)))
+        return h + self.loop_delta(self.project_out(self.hidden(h)))
 
     def start_summary(self) -> dict:
         """The dense-preserving start's learned scales (``loop_step_*``, ``width_gamma``); {} for the paper's F."""

@@ -101,7 +101,7 @@ def eval_forward(layer, h_nd: torch.Tensor, loops_n: torch.Tensor, logits_ne: to
     mode, max_loops = layer.mode, layer.max_loops
     order, inverse, hist, live = sort_by_depth(loops_n, max_loops)
     a_nh = layer.hidden(h_nd)  # loop 1's activations (every token runs loop 1), shared with the width path
-    delta1 = layer.down_proj(a_nh)
+    delta1 = layer.project_out(a_nh)
     depth = (h_nd + delta1).index_select(0, order)  # H^(1), sorted by l_hat
     for loop in range(2, max_loops + 1):
         _ragged_step_(layer, depth, live[loop - 2:loop - 1])
@@ -141,7 +141,7 @@ def train_forward(layer, h_nd: torch.Tensor, p_nl: torch.Tensor, loops_n: torch.
     order, inverse, _, live = sort_by_depth(loops_n, max_loops)
     h_nd, p_nl = permute_rows(h_nd, order, inverse), permute_rows(p_nl, order, inverse)
     a_nh = layer.hidden(h_nd)
-    delta1 = layer.down_proj(a_nh)
+    delta1 = layer.project_out(a_nh)
     states = [h_nd + delta1]  # H^(1): every token has l_hat >= 1
     for loop in range(2, max_loops + 1):
         states.append(_step_grad_rows(layer, states[-1], live[loop - 2:loop - 1]))

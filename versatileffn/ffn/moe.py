@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import require
-from .common import (FFNBaseConfig, attach_aux_loss, check_sublayer_input, fp32_logits, swiglu_flops,
+from .common import (FFNBaseConfig, attach_aux_loss, check_sublayer_input, LogitHead, swiglu_flops,
                      switch_balance_loss, top_k_gates)
 from .dense import DenseFFN
 from .fast import grouped_mm, grouped_mm_supported, is_recomputing, sort_by_expert
@@ -72,7 +72,7 @@ class MoEFFN(DenseFFN):
         # CUDA sm_90+ bf16; dense einsum elsewhere), "grouped" or "dense" (every expert on every token)
         self.expert_impl = "auto"
         super().__init__(d_model, d_hidden, norm_eps=norm_eps, init_std=init_std)
-        self.router = nn.Linear(d_model, n_experts, bias=False)
+        self.router = LogitHead(d_model, n_experts)
         self.expert_gate = nn.Parameter(torch.empty(n_experts, d_expert, d_model))   # [N, de, d]
         self.expert_up = nn.Parameter(torch.empty(n_experts, d_expert, d_model))     # [N, de, d]
         self.expert_down = nn.Parameter(torch.empty(n_experts, d_model, d_expert))   # [N, d, de]
@@ -117,7 +117,7 @@ class MoEFFN(DenseFFN):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_sublayer_input(x, self.d_model, self.check_finite, type(self).__name__)
         h_nd = x.reshape(-1, self.d_model)
-        logits_ne = fp32_logits(h_nd, self.router.weight)
+        logits_ne = self.router(h_nd)
         gates_nk, experts_nk, dense_gates_ne = top_k_gates(logits_ne, self.top_k)
         u_nd = self.norm(h_nd)
         a_nh = F.silu(self.gate_proj(u_nd)) * self.up_proj(u_nd)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import fp32_logits, top_k_gates
+from .common import top_k_gates
 from .fusion import width_weight
 from .versatile import VersatileFFN
 
@@ -27,7 +27,7 @@ def _expert_index(layer: VersatileFFN) -> list[torch.Tensor]:
 
 def authors_width(layer: VersatileFFN, h_nd: torch.Tensor) -> torch.Tensor:
     """Eq. 6-8: sum_k g_k Y_k with Y_k = H + W_out^(k) phi(W_proj^(k) RMSNorm(H)), expert by expert."""
-    logits_ne = fp32_logits(h_nd, layer.router.weight)
+    logits_ne = layer.router(h_nd)
     gates_nk, experts_nk, _ = top_k_gates(logits_ne, layer.top_k)
     out_nd = torch.zeros_like(h_nd)
     u_nd = layer.norm(h_nd)

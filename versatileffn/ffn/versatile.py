@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from ..config import require
 from . import engine
-from .common import (FFNBaseConfig, attach_aux_loss, check_sublayer_input, fp32_logits, switch_balance_loss,
+from .common import (FFNBaseConfig, attach_aux_loss, check_sublayer_input, LogitHead, switch_balance_loss,
                      top_k_gates)
 from .dense import DenseFFN
 from .dense_preserving import LoopGain, WidthMix
@@ -143,8 +143,8 @@ class VersatileFFN(DenseFFN):
             config.n_experts, config.top_k, config.max_loops, config.mode)
         self.uses_width = config.mode in ("gated", "width", "ungated")
         self.uses_depth = config.mode in ("gated", "depth", "ungated")
-        self.router = nn.Linear(config.d_model, config.n_experts, bias=False) if self.uses_width else None
-        self.loop_predictor = nn.Linear(config.d_model, config.max_loops, bias=False) if self.uses_depth else None
+        self.router = LogitHead(config.d_model, config.n_experts) if self.uses_width else None
+        self.loop_predictor = LogitHead(config.d_model, config.max_loops) if self.uses_depth else None
         self.width_mix: WidthMix | None = None
         if config.dense_preserving:
             if self.uses_depth:
@@ -253,14 +253,18 @@ class VersatileFFN(DenseFFN):
 
     # ------------------------------------------------------------------------------------------ pieces
 
-    def output_norm(self, y: torch.Tensor) -> torch.Tensor:
-        """The norm F applies after W_out (post-norm sublayers override it); the identity for pre-norm F."""
-        return y
+    def projections_are_plain(self) -> bool:
+        """Whether the engine and the post-norm width path may read W_proj / W_out / the norm weight directly. Not
+        when a wrapper acts on the module call (a PEFT adapter, accelerate's offload hooks, whose weights sit on
+        ``meta`` between calls): then only calling the modules computes the right function."""
+        modules = (self.gate_proj, self.up_proj, self.down_proj, self.norm)
+        return all(type(m) is nn.Linear for m in modules[:3]) and not any(
+            hasattr(m, "_hf_hook") or any(p.is_meta for p in m.parameters(recurse=False)) for m in modules)
 
     def _route(self, h_nd: torch.Tensor, logits_ne: torch.Tensor | None = None):
         """Eq. 7 on the un-normalised H (Sec. 3.2), fp32 logits -> (logits, gates, experts, dense gates)."""
         if logits_ne is None:
-            logits_ne = fp32_logits(h_nd, self.router.weight)
+            logits_ne = self.router(h_nd)
         return (logits_ne, *top_k_gates(logits_ne, self.top_k))
 
     def width_mix_of(self, h_nd: torch.Tensor, delta1_nd: torch.Tensor, gates: torch.Tensor):
@@ -282,12 +286,15 @@ class VersatileFFN(DenseFFN):
                 masked_nh = gamma * a_nh + (1 - gamma) * masked_nh
             return h_nd + self.down_proj(masked_nh), logits_ne, experts_nk
         if self.width_mix is not None:
-            h_nd, dense_gates_ne = self.width_mix_of(h_nd, self.down_proj(a_nh), dense_gates_ne)
+            h_nd, dense_gates_ne = self.width_mix_of(h_nd, self.project_out(a_nh), dense_gates_ne)
         # post-norm: sum_k g_k norm(y_k) != norm(sum_k g_k y_k), so every expert's output is normalised on its
         # own: Y_width = H + sum_k g_k norm(W_out^(k) a[I_k]) (gates sum to 1), for all N experts, then gated
-        w_out = self.down_proj.weight
-        y_ned = torch.stack([F.linear(a_nh[:, lo:hi], w_out[:, lo:hi]) for lo, hi in self.config.expert_slices()],
-                            dim=1)
+        if self.projections_are_plain():
+            w_out = self.down_proj.weight
+            y_ned = torch.stack([F.linear(a_nh[:, lo:hi], w_out[:, lo:hi]) for lo, hi in self.config.expert_slices()],
+                                dim=1)
+        else:  # a wrapped W_out is only right when called: every expert's masked activations through it (N x FLOPs)
+            y_ned = self.down_proj(a_nh.unsqueeze(1) * self.expert_membership.to(a_nh.dtype))
         normed_ned = self.output_norm(y_ned)
         return h_nd + (dense_gates_ne.to(normed_ned.dtype).unsqueeze(-1) * normed_ned).sum(1), logits_ne, experts_nk
 
@@ -302,7 +309,7 @@ class VersatileFFN(DenseFFN):
 
     def _loop_sample(self, h_nd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 10 with straight-through: forward value one-hot(argmax), gradient of the soft p."""
-        logits_nl = fp32_logits(h_nd, self.loop_predictor.weight)
+        logits_nl = self.loop_predictor(h_nd)
         gumbel_nl = -torch.empty_like(logits_nl).exponential_().log()
         soft_nl = torch.softmax((logits_nl + gumbel_nl) / self.tau.float(), dim=-1)
         loops_n = soft_nl.argmax(-1) + 1
@@ -316,7 +323,7 @@ class VersatileFFN(DenseFFN):
     def _predicted_loops(self, h_nd: torch.Tensor, logits_nl: torch.Tensor | None = None) -> torch.Tensor:
         """Inference: l_hat = argmax p (= argmax of the logits; no noise), clipped by the runtime cap."""
         if logits_nl is None:
-            logits_nl = fp32_logits(h_nd, self.loop_predictor.weight)
+            logits_nl = self.loop_predictor(h_nd)
         loops_n = logits_nl.argmax(-1) + 1
         if self.runtime.loop_cap is not None:
             loops_n = loops_n.clamp(max=self.runtime.loop_cap)
@@ -346,7 +353,7 @@ class VersatileFFN(DenseFFN):
             p_nl, loops_n = self._loop_sample(h_nd)
             if given_n is not None:  # the given depth as the forward value, the sample's soft gradient
                 p_nl, loops_n = self._one_hot(given_n, p_nl.dtype) + (p_nl - p_nl.detach()), given_n
-            exact = self.runtime.exact_depth_grad(h_nd)
+            exact = self.runtime.exact_depth_grad(h_nd) and self.projections_are_plain()
             self.last_depth_grad = "exact" if exact else "full"
             if exact:
                 y_nd, lam_n, logits_ne, experts_nk = engine.train_forward(self, h_nd, p_nl, loops_n)
@@ -363,7 +370,7 @@ class VersatileFFN(DenseFFN):
     def _train_full(self, h_nd: torch.Tensor, p_nl: torch.Tensor):
         """Algorithm 1: every token runs L_max loops with autograd; Y_depth = sum_l p_l H^(l) (Eq. 9, 11)."""
         a_nh = self.hidden(h_nd)  # loop 1's activations, shared with the width path
-        states = [h_nd + self.down_proj(a_nh)]
+        states = [h_nd + self.project_out(a_nh)]
         for _ in range(2, self.max_loops + 1):
             states.append(self.loop_step(states[-1]))
         lam_n = width_weight(self.mode, self.max_loops, p_nl)
@@ -380,16 +387,15 @@ class VersatileFFN(DenseFFN):
             self._record(h_nd.shape[0], None, None, experts_nk)
             return y_nd
         builds_graph = torch.is_grad_enabled() and (h_nd.requires_grad or self.down_proj.weight.requires_grad)
-        if not self.runtime.eval_engine(h_nd) or builds_graph:
+        if not self.runtime.eval_engine(h_nd) or builds_graph or not self.projections_are_plain():
             loops_n = self._predicted_loops(h_nd) if given_n is None else given_n
             y_nd, lam_n, experts_nk = self._eval_plain(h_nd, loops_n)
             self._record(h_nd.shape[0], loops_n, lam_n, experts_nk)
             return y_nd
-        # the loop head and the router from one fp32 GEMM: one fp32 copy of H instead of two
-        heads = [self.loop_predictor.weight] + ([self.router.weight] if self.mode != "depth" else [])
-        logits = fp32_logits(h_nd, torch.cat(heads))
-        loops_n = self._predicted_loops(h_nd, logits[:, :self.max_loops]) if given_n is None else given_n
-        y_nd, loop_counts, expert_counts = engine.eval_forward(self, h_nd, loops_n, logits[:, self.max_loops:])
+        h32_nd = h_nd.float()  # one fp32 copy of H for both heads
+        logits_ne = self.router(h32_nd) if self.mode != "depth" else None
+        loops_n = self._predicted_loops(h_nd, self.loop_predictor(h32_nd)) if given_n is None else given_n
+        y_nd, loop_counts, expert_counts = engine.eval_forward(self, h_nd, loops_n, logits_ne)
         lam_l = width_weight(self.mode, self.max_loops, torch.arange(1, self.max_loops + 1, device=h_nd.device))
         self._record_counts(h_nd.shape[0], loop_counts, None if lam_l is None else (loop_counts * lam_l).sum(),
                             expert_counts)
@@ -404,7 +410,7 @@ class VersatileFFN(DenseFFN):
         lam_n = width_weight(self.mode, L, loops_n.index_select(0, order_n))
         at_least = [sum(counts[l:]) for l in range(L + 2)]  # at_least[l]: tokens with >= l loops
         a_nh = self.hidden(h_sorted)
-        cur = h_sorted + self.down_proj(a_nh)
+        cur = h_sorted + self.project_out(a_nh)
         finished = []
         for loop in range(1, L + 1):
             still_running = at_least[loop + 1]

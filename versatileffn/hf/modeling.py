@@ -40,29 +40,21 @@ from ..model import LMOutput, ModelConfig
 MODELING_FILE = "modeling_versatileffn.py"  # written into every saved folder for trust_remote_code=True
 # VersatileFFNConfig fields the HF config fixes (from hidden_size, intermediate_size, rms_norm_eps, initializer_range)
 DERIVED_FIELDS = SHAPE_FIELDS
+# a post-norm layer's norm was once reached through its projection (versatile_ffn.down_proj.norm.weight)
+OLD_POST_NORM_KEYS = {r"versatile_ffn\.down_proj\.norm\.": "versatile_ffn.out_norm."}
 FFN_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(VersatileFFNConfig)
                           if f.name not in (*DERIVED_FIELDS, "kind"))
 
 
 # ------------------------------------------------------------------------------------------ FFN pieces
 
-class PostNormDownProj(nn.Linear):
-    """W_out followed by the sublayer's output norm: norm(W_out a). Keeps the ``down_proj.weight`` name, so
-    ``VersatileFFN``'s loops (H + down_proj(a)) compute the post-norm F(h) = h + norm(W_out phi(W_proj h))."""
-
-    def __init__(self, d_hidden: int, d_model: int, norm: nn.Module):
-        super().__init__(d_hidden, d_model, bias=False)
-        self.norm = norm
-
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        return self.norm(super().forward(a))
-
-
 class PostNormVersatileFFN(VersatileFFN):
     """VersatileFFN around a post-norm FFN sublayer (OLMo2): F(h) = h + norm(W_out phi(W_proj h)).
 
-    ``hidden`` skips the pre-norm (``self.norm`` is the identity) and ``down_proj`` applies the output norm, so
-    the depth path (loop 1 and ``step``) is inherited unchanged. ``post_norm`` tells the width path that each
+    ``hidden`` skips the pre-norm (``self.norm`` is the identity) and ``output_norm`` applies the layer's own
+    ``out_norm`` after the plain ``down_proj`` (``project_out``), so the depth path (loop 1 and ``step``) is
+    inherited unchanged; the norm belongs to the layer, not to the projection, so a wrapped ``down_proj`` (a PEFT
+    adapter: W_out a + B A a, then the norm) computes the same F as its merged weight. ``post_norm`` tells the width path that each
     expert's output is normalised on its own,
         Y_width = sum_k g_k (H + norm(W_out^(k) phi(W_proj^(k) H))) = H + sum_k g_k norm(W_out^(k) a[I_k])
     (gates sum to 1), and sum_k g_k norm(y_k) != norm(sum_k g_k y_k), so the masked single projection of the
@@ -73,11 +65,8 @@ class PostNormVersatileFFN(VersatileFFN):
 
     def __init__(self, config: VersatileFFNConfig, norm: nn.Module | None = None):
         super().__init__(config)
-        out_norm = norm if norm is not None else self.norm  # default: the RMSNorm VersatileFFN built
+        self.out_norm = norm if norm is not None else self.norm  # default: the RMSNorm VersatileFFN built
         self.norm = nn.Identity()
-        self.down_proj = PostNormDownProj(config.d_hidden, config.d_model, out_norm).to(
-            device=self.gate_proj.weight.device, dtype=self.gate_proj.weight.dtype)
-        nn.init.normal_(self.down_proj.weight, std=self.init_std)
 
     @classmethod
     def from_dense(cls, config: VersatileFFNConfig, w_gate: torch.Tensor, w_up: torch.Tensor, w_down: torch.Tensor,
@@ -95,8 +84,7 @@ class PostNormVersatileFFN(VersatileFFN):
         return module
 
     def output_norm(self, y: torch.Tensor) -> torch.Tensor:
-        """The width path and the ragged-loop engine apply W_out and this norm separately."""
-        return self.down_proj.norm(y)
+        return self.out_norm(y)
 
 
 class ZeroBranch(nn.Module):
@@ -202,7 +190,13 @@ class VersatileCausalLMMixin(FFNControl):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
+        renames = cls.architecture.norm_placement == "post" and int(transformers.__version__.split(".")[0]) >= 5
+        if renames:  # folders saved while the projection held the post-norm
+            kwargs["key_mapping"] = {**OLD_POST_NORM_KEYS, **(kwargs.get("key_mapping") or {})}
         model = super().from_pretrained(*args, **kwargs)
+        if renames:  # transformers would save with the loaded names again: new folders get the new names
+            model._weight_conversions = [c for c in getattr(model, "_weight_conversions", None) or []
+                                         if getattr(c, "source_patterns", None) != list(OLD_POST_NORM_KEYS)] or None
         model.refresh_ffn_buffers()
         return model
 
