@@ -106,6 +106,24 @@ def test_streaming_mean_loops_and_bad_options():
         model.generate(torch.zeros(1, 60, dtype=torch.long), max_new_tokens=10)
 
 
+def test_compile_mode_traces_the_whole_step(monkeypatch):
+    """mode="compile" on the CPU, traced only (the eager backend; Inductor would take minutes here): the decode step
+    with the FFN engine is one graph (fullgraph), and it gives the eager tokens and statistics."""
+    model = micro("versatile")
+    for m in model.versatile_layers():
+        m.runtime.impl = "engine"  # the CUDA default
+    prompts = [[5, 17, 99, 3, 250], [7, 7]]
+    eager = GenerationConfig(max_new_tokens=6, eos_id=3).build(model).generate(prompts)
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compile_(fn, backend="eager", fullgraph=True))
+    torch._dynamo.reset()
+    try:
+        compiled = GenerationConfig(max_new_tokens=6, eos_id=3, mode="compile").build(model).generate(prompts)
+    finally:
+        torch._dynamo.reset()
+    assert torch.equal(compiled.tokens, eager.tokens) and compiled.mean_loops == eager.mean_loops
+
+
 # ---------------------------------------------------------------------------------------------------- CUDA
 
 
