@@ -127,15 +127,15 @@ def test_compile_mode_traces_the_whole_step(monkeypatch):
 # ---------------------------------------------------------------------------------------------------- CUDA
 
 
-def cuda_micro(ffn: str) -> VersatileLM:
-    return micro(ffn).to("cuda", torch.bfloat16)
+def cuda_micro(ffn: str, dtype=torch.bfloat16) -> VersatileLM:
+    return micro(ffn).to("cuda", dtype)
 
 
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize("ffn", ["dense", "versatile"])
 def test_graph_mode_matches_eager(ffn):
-    model = cuda_micro(ffn)
+    model = cuda_micro(ffn, torch.float32)  # a random model's logits nearly tie: compare where rounding is tiny
     prompts = [[5, 17, 99, 3, 250], [7, 7], [200, 1, 64]]
     eager = GenerationConfig(max_new_tokens=20).build(model).generate(prompts)
     graph = GenerationConfig(max_new_tokens=20, mode="graph").build(model).generate(prompts)
@@ -181,7 +181,7 @@ def test_decode_step_is_sync_free_and_captures(ffn):
 @pytest.mark.gpu
 @cuda
 def test_compile_mode_matches_eager():
-    model = cuda_micro("versatile")
+    model = cuda_micro("versatile", torch.float32)
     prompts = [[5, 17, 99, 3, 250], [7, 7]]
     eager = GenerationConfig(max_new_tokens=12).build(model).generate(prompts)
     compiled = GenerationConfig(max_new_tokens=12, mode="compile").build(model).generate(prompts)
