@@ -16,11 +16,10 @@ in its RoPE positions (``KVCache.pad``), so a row generates what it would alone.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .config import require
 from .errors import UserError
@@ -72,7 +71,7 @@ class Generation:
     prefill_s: float
     decode_s: float
     mean_loops: float | None = None
-    steps: int = field(default=0)
+    steps: int = 0  # n, the new tokens per row (the prefill's one and n - 1 decode steps)
 
     @property
     def new_tokens(self) -> torch.Tensor:
@@ -267,14 +266,13 @@ class Decoder:
     def _run_recompute(self, ids, pad, on_tokens) -> Generation:
         """No cache: every step a full forward of the sequence so far (the reference the cached path matches)."""
         st = self._state(ids.shape[0])
-        seq = [ids]
         zero_ffn_stats(self.model, self.device)
         if self.config.seed is not None:
             torch.manual_seed(self.config.seed)
         t0 = time.perf_counter()
 
         def step() -> None:
-            self._emit(st, recompute_logits(self.model, torch.cat(seq + [st["out"][:, :int(st["count"])]], 1), pad))
+            self._emit(st, recompute_logits(self.model, torch.cat([ids, st["out"][:, :int(st["count"])]], 1), pad))
 
         step()
         t1 = time.perf_counter()
