@@ -231,9 +231,9 @@ class Decoder:
             self._emit(st, self.model.decode_step(st["tok"], cache))
 
         mode = self.config.mode
-        if mode == "compile":
-            for t in [*cache.k, *cache.v, cache.slot, cache.pad, *st.values()]:
-                torch._dynamo.mark_static_address(t)  # mutated in place: CUDA graphs keep them where they are
+        if mode == "compile":  # tensors the step mutates in place: CUDA graphs keep them where they are
+            for t in [*cache.k, *cache.v, cache.slot, cache.pad, *st.values(), *stats_tensors(self.model)]:
+                torch._dynamo.mark_static_address(t)
             step = torch.compile(step, mode="reduce-overhead")
             for _ in range(WARMUP):  # compile, record the CUDA graph, replay it
                 step()
@@ -324,18 +324,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def stats_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The FFN statistics' accumulators (``FFNStats``) of every layer that keeps them."""
+    out = []
+    for m in ffn_layers(model):
+        s = getattr(m, "stats", None)
+        if s is not None:
+            out += [t for t in (s.n_tokens, s.loop_counts, s.expert_counts, s.lambda_sum) if t is not None]
+    return out
+
+
 def zero_ffn_stats(model: torch.nn.Module, device: torch.device) -> None:
     """Zero the FFN statistics in place, on ``device`` (a captured or compiled step keeps adding into the tensors it
     saw: they must be there before the capture and stay the same objects afterwards)."""
     for m in ffn_layers(model):
         s = getattr(m, "stats", None)
-        if s is None:
-            continue
-        if s.n_tokens.device != device:
-            m.stats = s = s.to(device)
-        for t in (s.n_tokens, s.loop_counts, s.expert_counts, s.lambda_sum):
-            if t is not None:
-                t.zero_()
+        if s is not None and s.n_tokens.device != device:
+            m.stats = s.to(device)
+    for t in stats_tensors(model):
+        t.zero_()
 
 
 def mean_loops(model: torch.nn.Module) -> float | None:
