@@ -82,5 +82,6 @@ def test_remote_code_loads_without_versatileffn(tmp_path, make_dense, ffn_option
                           str(tmp_path / "expected.st")], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300, stdin=subprocess.DEVNULL)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in run.stdout + run.stderr
     assert run.stdout.split()[:2] == ["ok", type(model).__name__]
     assert "versatileffn" not in run.stdout.split()[2].split(".")[0]  # the folder's copy, not the package

@@ -78,15 +78,16 @@ def model_card(model, source: Path | str | None = None, meta: dict | None = None
     if results:
         lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|",
                   *(f"| {k} | {v} |" for k, v in results.items())]
+    remote = ", trust_remote_code=True" if versatile else ""
     lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-              "tok = AutoTokenizer.from_pretrained(PATH)",
-              f"model = AutoModelForCausalLM.from_pretrained(PATH{', trust_remote_code=True' if versatile else ''})",
-              "```", ""]
+              f"tok = AutoTokenizer.from_pretrained(PATH{remote})",
+              f"model = AutoModelForCausalLM.from_pretrained(PATH{remote})", "```", ""]
     if versatile:
-        lines += ["The modeling code is in this folder (`trust_remote_code=True`, no extra package needed); with "
-                  "`versatileffn` installed and imported, the plain call works too. "
-                  "lm-evaluation-harness: `lm_eval --model hf --model_args pretrained=PATH,trust_remote_code=True`.",
-                  ""]
+        lines += ["The modeling code is in this folder: `trust_remote_code=True` needs no other package. After "
+                  "`import versatileffn` the calls work without it too (the model types are registered); without "
+                  "either, transformers asks whether to run the folder's code, also when only the tokenizer is "
+                  "loaded (it reads config.json). lm-evaluation-harness: "
+                  "`lm_eval --model hf --model_args pretrained=PATH,trust_remote_code=True`.", ""]
     if source is not None:
         lines += [f"Source: `{source}`.", ""]
     return "\n".join(lines)
