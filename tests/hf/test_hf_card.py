@@ -51,3 +51,13 @@ def test_card_reports_evaluation_results_when_given(make_dense):
     card = model_card(model, meta={"val": {"val_loss": 2.345678}}, evals={"arc_easy acc": 0.61})
     assert "| arc_easy acc | 0.61 |" in card and "| validation loss (training run) | 2.3457 |" in card
     assert "Not recorded" in card
+
+
+def test_card_rows_from_an_eval_results_file():
+    from versatileffn.hf.card import evals_from_record
+
+    record = {"limit": 50, "tasks": {"sciq": {"primary_metric": "acc_raw", "primary": 0.61234}}, "average": 0.61234,
+              "validation": {"data": "data/demo", "split": "val", "loss": 3.21}}
+    assert evals_from_record(record) == {"sciq acc_raw (first 50 per task)": 0.6123,
+                                         "average (first 50 per task)": 0.6123,
+                                         "validation loss (data/demo, val)": 3.21}

@@ -35,6 +35,21 @@ def _run_facts(source: Path | None) -> dict:
     return {k: v for k, v in facts.items() if v is not None}
 
 
+def evals_from_record(record: dict) -> dict:
+    """Card rows from a ``versatileffn eval --out`` results file: each task's primary metric, the average, and
+    the validation loss (a ``--limit`` run says so in each name)."""
+    limit = record.get("limit")
+    suffix = f" (first {limit} per task)" if limit else ""
+    rows = {f"{task} {r.get('primary_metric', 'primary')}{suffix}": round(float(r["primary"]), 4)
+            for task, r in (record.get("tasks") or {}).items() if isinstance(r, dict) and r.get("primary") is not None}
+    if record.get("average") is not None:
+        rows[f"average{suffix}"] = round(float(record["average"]), 4)
+    val = record.get("validation") or {}
+    if val.get("loss") is not None:
+        rows[f"validation loss ({val.get('data')}, {val.get('split')})"] = round(float(val["loss"]), 4)
+    return rows
+
+
 def model_card(model, source: Path | str | None = None, meta: dict | None = None, evals: dict | None = None) -> str:
     """The card's Markdown for a transformers model (converted VersatileFFN or dense)."""
     c = model.config
@@ -100,4 +115,4 @@ def write_model_card(folder: str | Path, model, source=None, meta: dict | None =
     return path
 
 
-__all__ = ["model_card", "write_model_card", "CARD_FILE"]
+__all__ = ["model_card", "write_model_card", "evals_from_record", "CARD_FILE"]
