@@ -126,19 +126,23 @@ def _lm_eval_or_skip():
         pytest.skip(LM_EVAL_MISSING)
 
 
-def test_builtin_models_still_resolve_after_registering():
-    """lm_eval loads its own models only into an empty registry: in a fresh process, registering first must not hide
-    them (``--model hf``)."""
+def test_builtin_models_still_resolve_after_registering(monkeypatch):
+    """lm_eval loads its own models only into an empty registry: registering first (a fresh process, simulated by an
+    empty registry and lm_eval.models not yet imported) must not hide them (``--model hf``)."""
     _lm_eval_or_skip()
-    import subprocess
     import sys
 
-    code = ("from versatileffn.eval import harness; cls = harness.register()\n"
-            "from lm_eval.api.registry import get_model, model_registry\n"
-            "assert get_model('versatileffn') is cls\n"
-            "assert {'hf', 'vllm', 'dummy'} <= set(model_registry.keys()), sorted(model_registry.keys())\n")
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-2000:]
+    import lm_eval
+    import lm_eval.models
+    from lm_eval.api.registry import get_model, model_registry
+
+    monkeypatch.setattr(model_registry, "_objs", {})  # restored afterwards, as is everything below
+    monkeypatch.delitem(sys.modules, "lm_eval.models")
+    monkeypatch.setattr(lm_eval, "models", lm_eval.models)
+    monkeypatch.setattr(harness, "_REGISTERED", None)
+    cls = harness.register()
+    assert get_model("versatileffn") is cls
+    assert {"hf", "vllm", "dummy"} <= set(model_registry.keys()), sorted(model_registry.keys())
 
 
 def test_model_args_from_lm_eval(micro_folder):

@@ -78,8 +78,14 @@ def test_cli_export_of_a_trained_run_scores_in_lm_eval(tmp_path, token_dir, caps
     from versatileffn.train import Trainer
 
     Trainer(micro_config(token_dir, tmp_path / "run", "versatile", "train.max_steps=2")).train()
-    assert main(["export", "--from", str(tmp_path / "run"), "--out", str(tmp_path / "hf"), "-q"]) == 0
+    assert main(["eval", "--model", str(tmp_path / "run" / "final"), "--tasks", "none", "--data", str(token_dir),
+                 "--out", str(tmp_path / "eval.json"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["export", "--from", str(tmp_path / "run"), "--out", str(tmp_path / "hf"), "-q",
+                 "--eval", str(tmp_path / "eval.json")]) == 0
     report = json.loads(capsys.readouterr().out)
+    val = json.loads((tmp_path / "eval.json").read_text())["validation"]
+    assert f"| validation loss ({token_dir}, val) | {round(val['loss'], 4)} |" in (tmp_path / "hf" / "README.md").read_text()
     assert report["from"] == str(tmp_path / "run" / "final") and report["max_abs_logit_diff"] <= 1e-5
     card = (tmp_path / "hf" / "README.md").read_text()
     assert str(token_dir) in card and "tokens seen: 256" in card and "validation loss" in card

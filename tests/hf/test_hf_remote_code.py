@@ -31,6 +31,14 @@ with torch.no_grad():
     torch.testing.assert_close(model(expected["ids"]).logits, expected["logits"], rtol=0, atol=1e-5)
     out = model.generate(expected["ids"][:1, :5], max_new_tokens=3, do_sample=False)
 assert out.shape == (1, 8)
+# the folder's copy of remote_code.py writes the same files again (what saving a model loaded this way needs)
+import importlib, os, pathlib
+bundled = importlib.import_module(type(model).__module__.rpartition(".")[0] + ".vffn__hf__remote_code")
+again = pathlib.Path(sys.argv[3])
+again.mkdir()
+names = bundled.write_remote_code(again)
+assert sorted(names) == sorted(os.listdir(again)) and "vffn__hf__remote_code.py" in names
+assert all((again / n).read_bytes() == (pathlib.Path(folder) / n).read_bytes() for n in names)
 assert not [m for m in sys.modules if m.split(".")[0] == "versatileffn"]
 print("ok", type(model).__name__, type(model).__module__)
 """
@@ -79,8 +87,9 @@ def test_remote_code_loads_without_versatileffn(tmp_path, make_dense, ffn_option
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
     run = subprocess.run([sys.executable, "-I", str(tmp_path / "run.py"), str(tmp_path / "m"),
-                          str(tmp_path / "expected.st")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          str(tmp_path / "expected.st"), str(tmp_path / "again")], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300, stdin=subprocess.DEVNULL)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in run.stdout + run.stderr
     assert run.stdout.split()[:2] == ["ok", type(model).__name__]
     assert "versatileffn" not in run.stdout.split()[2].split(".")[0]  # the folder's copy, not the package

@@ -19,6 +19,9 @@ def register(sub) -> None:
                    help="a versatileffn model folder (io.save_model), or a training run folder (its final/ is used)")
     p.add_argument("--out", required=True, help="output folder: a new one, or a model folder versatileffn wrote "
                    "(replaced atomically; any other folder is refused)")
+    p.add_argument("--eval", dest="eval_results", default=None,
+                   help="a `versatileffn eval --out` results file of this model: its scores go into the model card "
+                   "(when not given, the card has the training run's validation loss only)")
     p.add_argument("--no-check", action="store_true",
                    help="skip the check that the export's logits equal the native model's on a random batch")
     p.set_defaults(func=run)
@@ -27,9 +30,12 @@ def register(sub) -> None:
 def run(args) -> int:
     check_writable(args.out)
     check_replaceable(args.out, "model")  # fail before loading anything; checked again when writing
+    from ..eval.report import read_record
+    from ..hf.card import evals_from_record
     from ..hf.export import export_native
 
-    path, report = export_native(args.source, args.out, check=not args.no_check)
+    evals = evals_from_record(read_record(args.eval_results)) if args.eval_results else None
+    path, report = export_native(args.source, args.out, check=not args.no_check, evals=evals)
     log.info("wrote %s", path)
     print(json.dumps(report))
     return 0

@@ -35,6 +35,21 @@ def _run_facts(source: Path | None) -> dict:
     return {k: v for k, v in facts.items() if v is not None}
 
 
+def evals_from_record(record: dict) -> dict:
+    """Card rows from a ``versatileffn eval --out`` results file: each task's primary metric, the average, and
+    the validation loss (a ``--limit`` run says so in each name)."""
+    limit = record.get("limit")
+    suffix = f" (first {limit} per task)" if limit else ""
+    rows = {f"{task} {r.get('primary_metric', 'primary')}{suffix}": round(float(r["primary"]), 4)
+            for task, r in (record.get("tasks") or {}).items() if isinstance(r, dict) and r.get("primary") is not None}
+    if record.get("average") is not None:
+        rows[f"average{suffix}"] = round(float(record["average"]), 4)
+    val = record.get("validation") or {}
+    if val.get("loss") is not None:
+        rows[f"validation loss ({val.get('data')}, {val.get('split')})"] = round(float(val["loss"]), 4)
+    return rows
+
+
 def model_card(model, source: Path | str | None = None, meta: dict | None = None, evals: dict | None = None) -> str:
     """The card's Markdown for a transformers model (converted VersatileFFN or dense)."""
     c = model.config
@@ -78,15 +93,16 @@ def model_card(model, source: Path | str | None = None, meta: dict | None = None
     if results:
         lines += ["", "## Evaluation", "", "| metric | value |", "|---|---|",
                   *(f"| {k} | {v} |" for k, v in results.items())]
+    remote = ", trust_remote_code=True" if versatile else ""
     lines += ["", "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-              "tok = AutoTokenizer.from_pretrained(PATH)",
-              f"model = AutoModelForCausalLM.from_pretrained(PATH{', trust_remote_code=True' if versatile else ''})",
-              "```", ""]
+              f"tok = AutoTokenizer.from_pretrained(PATH{remote})",
+              f"model = AutoModelForCausalLM.from_pretrained(PATH{remote})", "```", ""]
     if versatile:
-        lines += ["The modeling code is in this folder (`trust_remote_code=True`, no extra package needed); with "
-                  "`versatileffn` installed and imported, the plain call works too. "
-                  "lm-evaluation-harness: `lm_eval --model hf --model_args pretrained=PATH,trust_remote_code=True`.",
-                  ""]
+        lines += ["The modeling code is in this folder: `trust_remote_code=True` needs no other package. After "
+                  "`import versatileffn` the calls work without it too (the model types are registered); without "
+                  "either, transformers asks whether to run the folder's code, also when only the tokenizer is "
+                  "loaded (it reads config.json). lm-evaluation-harness: "
+                  "`lm_eval --model hf --model_args pretrained=PATH,trust_remote_code=True`.", ""]
     if source is not None:
         lines += [f"Source: `{source}`.", ""]
     return "\n".join(lines)
@@ -99,4 +115,4 @@ def write_model_card(folder: str | Path, model, source=None, meta: dict | None =
     return path
 
 
-__all__ = ["model_card", "write_model_card", "CARD_FILE"]
+__all__ = ["model_card", "write_model_card", "evals_from_record", "CARD_FILE"]

@@ -174,7 +174,8 @@ def _save_atomically(write, out_dir: str | Path) -> Path:
     return Path(out_dir)
 
 
-def write_hf_folder(model, folder: Path, tokenizer_source=None, source=None, meta: dict | None = None) -> None:
+def write_hf_folder(model, folder: Path, tokenizer_source=None, source=None, meta: dict | None = None,
+                    evals: dict | None = None) -> None:
     """What every saved Hugging Face folder holds: ``save_pretrained``'s files, the self-contained modeling code of a
     VersatileFFN model (``remote_code.py``), the tokenizer files of ``tokenizer_source`` and a model card."""
     from .card import write_model_card
@@ -184,7 +185,7 @@ def write_hf_folder(model, folder: Path, tokenizer_source=None, source=None, met
     if isinstance(model, VersatileCausalLMMixin):
         write_remote_code(folder)
     copy_tokenizer_files(tokenizer_source, folder)
-    write_model_card(folder, model, source=source, meta=meta)
+    write_model_card(folder, model, source=source, meta=meta, evals=evals)
 
 
 def save_converted(model: VersatileCausalLMMixin, out_dir: str | Path, tokenizer_source=None) -> Path:

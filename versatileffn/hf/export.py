@@ -126,11 +126,13 @@ def native_folder(source: str | Path) -> Path:
     return source
 
 
-def export_native(source: str | Path, out_dir: str | Path, check: bool = True) -> tuple[Path, dict]:
+def export_native(source: str | Path, out_dir: str | Path, check: bool = True, evals: dict | None = None
+                  ) -> tuple[Path, dict]:
     """Write the native model folder ``source`` (``io.save_model``; a run folder means its ``final/``) as a Hugging
     Face folder: weights, config (+ the self-contained modeling code for a VersatileFFN model), tokenizer, model
     card. ``check``: the export's logits must equal the native model's on a random batch (fp32 rounding), else
-    nothing is written. Returns (the folder, a report)."""
+    nothing is written. ``evals``: name -> value rows for the card (``card.evals_from_record`` of a ``versatileffn
+    eval`` results file). Returns (the folder, a report)."""
     source = native_folder(source)
     model, meta = load_model(source)
     check_exportable(model.config)
@@ -146,7 +148,7 @@ def export_native(source: str | Path, out_dir: str | Path, check: bool = True) -
                 raise UserError(f"the exported model's logits differ from the native model's by {diff:.3g}; not "
                                 "writing it (please report this)")
 
-        path = _save_atomically(lambda folder: write_hf_folder(hf, folder, tok_dir, source=source, meta=meta), out_dir)
+        path = _save_atomically(lambda folder: write_hf_folder(hf, folder, tok_dir, source, meta, evals), out_dir)
     return path, report
 
 

@@ -7,11 +7,13 @@ included) are copied flat into the folder as ``vffn__<dotted path>.py`` (``versa
 Flat, because transformers copies a modeling file's sibling files (the ones named in ``from .x import`` lines) into
 its module cache, one folder deep. The entry file ``modeling_versatileffn.py`` (``auto_map``'s module) uses the
 installed package when it is the same version (one set of classes per process, as a plain load gets) and the
-folder's copy otherwise.
+folder's copy otherwise. The bundle includes this module: ``write_remote_code`` run from a folder's copy (a model
+loaded with ``trust_remote_code=True`` and saved again, without the package) copies that folder's files.
 """
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
 
 from ..version import __version__
@@ -20,6 +22,7 @@ from .modeling import MODELING_FILE
 PACKAGE = "versatileffn"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 ROOT_MODULE = f"{PACKAGE}.hf.modeling"
+BUNDLE_ROOTS = (ROOT_MODULE, f"{PACKAGE}.hf.remote_code")  # the modeling code, and this module for saving again
 PREFIX = "vffn__"
 
 
@@ -84,7 +87,7 @@ def _rewritten(module: str) -> tuple[str, list[str]]:
 
 def bundle_sources() -> dict[str, str]:
     """File name -> text of every bundled module (the entry file excluded)."""
-    out, todo, seen = {}, [ROOT_MODULE], set()
+    out, todo, seen = {}, list(BUNDLE_ROOTS), set()
     while todo:
         module = todo.pop()
         if module in seen:
@@ -96,9 +99,14 @@ def bundle_sources() -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+def _relative_import(module: str, names: str) -> str:
+    # built, not written out: transformers reads `from .x import` lines in the text of every bundled file, this one too
+    return "from ." + module + " import " + names
+
+
 def entry_source(bundled: list[str]) -> str:
     """``modeling_versatileffn.py``: the installed package of this version, else the folder's copy."""
-    listed = "\n".join(f"    from .{Path(f).stem} import __name__ as _" for f in bundled)
+    listed = "\n".join("    " + _relative_import(Path(f).stem, "__name__ as _") for f in bundled)
     return f'''"""Modeling code of a VersatileFFN model saved by versatileffn {__version__} (arXiv 2512.14531).
 
 Loads with ``AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)`` with or without the versatileffn
@@ -111,7 +119,7 @@ try:  # the installed package of the same version: the very classes a plain load
         raise ImportError(f"versatileffn {{_installed}} is installed; this folder was saved by {__version__}")
     from versatileffn.hf.modeling import *  # noqa: F401,F403
 except ImportError:  # no versatileffn, or another version: this folder's copy
-    from .{flat_name(ROOT_MODULE)} import *  # noqa: F401,F403
+    {_relative_import(flat_name(ROOT_MODULE), "*")}  # noqa: F401,F403
 
 if False:  # never runs: names every bundled file for transformers, which copies the files named in `from .x import`
 {listed}
@@ -121,6 +129,13 @@ if False:  # never runs: names every bundled file for transformers, which copies
 def write_remote_code(folder: str | Path) -> list[str]:
     """Write the entry file and the bundled modules into ``folder``; returns the file names written."""
     folder = Path(folder)
+    if not __name__.startswith(PACKAGE + "."):  # running from a saved folder's copy: that folder's files are the code
+        here = Path(__file__).resolve().parent
+        names = [MODELING_FILE, *sorted(p.name for p in here.glob(PREFIX + "*.py"))]
+        for name in names:
+            if (folder / name).resolve() != here / name:
+                shutil.copyfile(here / name, folder / name)
+        return names
     sources = bundle_sources()
     for name, text in sources.items():
         (folder / name).write_text(text)
