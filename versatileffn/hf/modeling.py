@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import shutil
 from pathlib import Path
 
@@ -362,16 +363,46 @@ MOE_CONFIG_ALIASES = {"num_experts": "n_experts", "num_experts_per_tok": "top_k"
                       "router_aux_loss_coef": "balance_loss_coef", "max_loops": "max_loops"}
 
 
+def tensor_parallel_plan(base_config: type) -> dict | None:
+    """The source's tensor-parallel plan without its ``mlp.*`` entries: attention (and the LM head) are sharded, the
+    VersatileFFN sublayer is replicated, each rank running it on the full hidden states that the row-wise
+    ``o_proj`` all-reduces. The FFN is not split: its virtual experts are windows of the hidden units (Eq. 5), and
+    the width path's mask, the post-norm experts and the engine's grouped GEMM read windows a column-wise split of
+    gate/up would cut across ranks. (The inherited ``mlp.*`` entries would match nothing: the FFN lives in
+    ``versatile_ffn``.)"""
+    plan = getattr(base_config, "base_model_tp_plan", None)
+    return None if plan is None else {k: v for k, v in plan.items() if ".mlp." not in k}
+
+
+def _forward_for(base_model: type):
+    """The mixin's forward under the source forward's signature plus its own options: the HF Trainer (unused
+    dataset columns) and generation read the parameter names from the signature."""
+    def forward(self, *args, **kwargs):
+        return VersatileCausalLMMixin.forward(self, *args, **kwargs)
+
+    params = list(inspect.signature(base_model.forward).parameters.values())
+    ours = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(VersatileCausalLMMixin.forward).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    var_kw = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+    params = [p for p in params if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    forward.__signature__ = inspect.Signature(params + ours + var_kw)
+    forward.__doc__ = VersatileCausalLMMixin.forward.__doc__
+    return forward
+
+
 def _make_classes(arch: Architecture) -> tuple[type, type]:
     base_config = getattr(transformers, arch.config_class)
     base_model = getattr(transformers, arch.causal_lm_class)
     name = "Versatile" + arch.causal_lm_class.replace("ForCausalLM", "")
     config_cls = type(f"{name}Config", (base_config,), {
         **{alias: _ffn_option(option) for alias, option in MOE_CONFIG_ALIASES.items()},
+        "base_model_tp_plan": tensor_parallel_plan(base_config),
         "model_type": arch.versatile_model_type, "__module__": __name__,
         "__doc__": f"{arch.config_class} + ``versatile_ffn`` (VersatileFFN options) and ``base_model_type``."})
     model_cls = type(f"{name}ForCausalLM", (VersatileCausalLMMixin, base_model), {
         "config_class": config_cls, "architecture": arch, "__module__": __name__,
+        "forward": _forward_for(base_model),
         "__doc__": f"{arch.causal_lm_class} whose FFN sublayers are VersatileFFN ({arch.norm_placement}-norm F)."})
     return config_cls, model_cls
 
