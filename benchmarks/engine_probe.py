@@ -28,6 +28,7 @@ import torch
 
 from versatileffn.ffn import VersatileFFNConfig
 from versatileffn.ffn import DenseFFN, LoopFFN, VersatileFFN, engine, ragged
+from versatileffn.generation import capture as graphed
 from versatileffn.model import model_config
 
 MIXES = {"all1": [1.0, 0.0, 0.0, 0.0], "uniform": [0.25, 0.25, 0.25, 0.25], "easy": [0.5, 0.3, 0.15, 0.05],
@@ -60,20 +61,6 @@ def median_ms(fn, device: torch.device, quick: bool) -> float:
         fn()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
-
-
-def graphed(fn):
-    """fn captured in a CUDA graph (warm-up on a side stream first); returns the replay."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
 
 
 def ffn_config(plan: Plan) -> VersatileFFNConfig:

@@ -19,7 +19,7 @@ MAX_LINES = 450
 LAYERS = [
     ("foundations", ["version", "errors", "console", "folders", "config", "paper", "presets"]),  # nothing above
     ("the FFN family", ["ffn"]),
-    ("the LM", ["model", "flops"]),
+    ("the LM", ["model", "flops", "kvcache", "generation"]),
     ("model files and data", ["tokenizer", "io", "data"]),
     ("Hugging Face integration", ["hf"]),
     ("the one loader", ["loading"]),

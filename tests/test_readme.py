@@ -13,4 +13,4 @@ def test_readme_core_examples_run(capsys):
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)  # noqa: S102 - our own README
     out = capsys.readouterr().out
-    assert "loop_histogram" in out and "mean_lambda" in out
+    assert "loop_histogram" in out and "mean_lambda" in out and "loops/token" in out

@@ -20,6 +20,7 @@ from .config import from_dict, require
 from .ffn import AnyFFNConfig, DenseFFNConfig, RMSNorm, ffn_config_from_dict
 from .ffn.control import FFNControl
 from .ffn.fast import checkpoint_contexts
+from .kvcache import KVCache
 from .presets import model_preset
 
 @dataclass
@@ -96,17 +97,6 @@ class LMOutput:
     aux_loss: torch.Tensor | None = None
 
 
-class KVCache:
-    """Pre-allocated per-layer key/value buffers [B, kv_heads, max_len, head_dim] and a fill position."""
-
-    def __init__(self, config: ModelConfig, batch: int, max_len: int, device, dtype):
-        shape = (batch, config.kv_heads, max_len, config.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
-        self.pos = 0
-        self.max_len = max_len
-
-
 def rope_tables(head_dim: int, max_len: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
     angles = torch.outer(torch.arange(max_len, device=device, dtype=torch.float32), inv_freq)
@@ -156,7 +146,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
                 layer: int = 0, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """attn_mask (optional, no cache): an explicit boolean mask [B, 1, T, T] replacing the causal one,
-        e.g. for several sequences packed into one row."""
+        e.g. for several sequences packed into one row. With a cache, the cache's columns, padding and mask."""
         B, T, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.q_norm is not None:
@@ -165,26 +155,20 @@ class Attention(nn.Module):
         k = k.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        past = 0
-        if cache is not None:
-            past = cache.pos
-            cache.k[layer][:, :, past:past + T] = k
-            cache.v[layer][:, :, past:past + T] = v
-            k, v = cache.k[layer][:, :, :past + T], cache.v[layer][:, :, :past + T]
+        if cache is not None:  # written in place at the device-side columns, read through a static window
+            cols = cache.columns(T)
+            cache.k[layer].index_copy_(2, cols, k)
+            cache.v[layer].index_copy_(2, cols, v)
+            width = cache.window(T)
+            k, v = cache.k[layer][:, :, :width], cache.v[layer][:, :, :width]
+            attn_mask = cache.attention_mask(cols, width)
         if self.kv_heads != self.n_heads:
             rep = self.n_heads // self.kv_heads
             k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
         if attn_mask is not None:
-            if cache is not None:
-                raise ValueError("an explicit attn_mask cannot be combined with a KV cache")
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        elif past == 0:
+        else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif T == 1:
-            y = F.scaled_dot_product_attention(q, k, v)
-        else:  # a chunk after a non-empty cache: causal within the chunk, everything before it visible
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -267,7 +251,9 @@ class VersatileLM(FFNControl, nn.Module):
         token_index = None
         if token_mask is not None:  # flat rows of the real tokens, found once for all layers
             token_index = _to_device(token_mask.reshape(-1).nonzero()[:, 0], dev)
-        if positions is None:
+        if cache is not None:
+            cos, sin = self._cache_rope(cache, T)
+        elif positions is None:
             cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         else:  # [B, T, D/2]: each packed token at its own position
             positions = _to_device(positions, dev)
@@ -284,6 +270,7 @@ class VersatileLM(FFNControl, nn.Module):
                 x = block(x, cos, sin, cache, i, attn_mask, token_index)
         if cache is not None:
             cache.pos += T
+            cache.slot += T
         if logits_at is not None:
             x = x[logits_at]
         logits = self.lm_head(self.final_norm(x))
@@ -291,6 +278,23 @@ class VersatileLM(FFNControl, nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         return LMOutput(logits=logits, loss=loss, aux_loss=self.aux_loss())
+
+    def _cache_rope(self, cache: KVCache, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin [B, T, D/2] at the cache's device-side columns (no host position)."""
+        positions = cache.rope_positions(cache.columns(T))
+        return self.rope_cos[positions], self.rope_sin[positions]
+
+    def decode_step(self, input_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token per sequence (input_ids [B, 1]) through every layer with the static cache -> logits [B, V].
+        Nothing here reads the host: the column and positions come from ``cache.slot`` (advanced on the device),
+        so one CUDA graph (or ``torch.compile``) captures the whole step; the caller counts ``cache.advance(1)``
+        and keeps within ``cache.max_len`` (no check here: a check would read the device)."""
+        cos, sin = self._cache_rope(cache, 1)
+        x = self.embed(input_ids)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, cache, i)
+        cache.slot += 1
+        return self.lm_head(self.final_norm(x[:, -1]))
 
     def ffn_layers(self) -> list[nn.Module]:
         return [b.ffn for b in self.blocks]
@@ -307,42 +311,19 @@ class VersatileLM(FFNControl, nn.Module):
 
     # ------------------------------------------------------------------------------------ generation
 
-    @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-                 top_k: int | None = None, use_cache: bool = True, eos_id: int | None = None) -> torch.Tensor:
-        """Greedy (temperature 0) or sampled continuation of input_ids [B, T]; returns [B, T + new]."""
-        was_training = self.training
-        self.eval()
-        B, T = input_ids.shape
-        total = T + max_new_tokens
-        if total > self.config.max_seq_len:
-            raise ValueError(f"prompt + new tokens = {total} exceeds max_seq_len={self.config.max_seq_len}")
-        cache = None
-        if use_cache:
-            p = self.lm_head.weight
-            cache = KVCache(self.config, B, total, p.device, p.dtype)
-        out = input_ids
-        step_input = input_ids
-        done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
-        for _ in range(max_new_tokens):
-            logits = self(step_input if use_cache else out, cache=cache).logits[:, -1].float()
-            if temperature <= 0:
-                nxt = logits.argmax(-1)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1)
-            if eos_id is not None:
-                nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
-                done |= nxt == eos_id
-            out = torch.cat([out, nxt[:, None]], dim=1)
-            step_input = nxt[:, None]
-            if eos_id is not None and bool(done.all()):
-                break
-        self.train(was_training)
-        return out
+                 top_k: int | None = None, use_cache: bool = True, eos_id: int | None = None, *,
+                 top_p: float | None = None, mode: str = "eager", attention_mask: torch.Tensor | None = None,
+                 seed: int | None = None) -> torch.Tensor:
+        """Greedy (temperature 0) or sampled (top_k / top_p) continuation of input_ids [B, T] -> [B, T + new]
+        (``generation.py``): a static KV cache, decode steps eager, in one CUDA graph (mode "graph") or
+        compiled ("compile"); rows stop at eos_id (EOS after it; generation ends when every row has stopped);
+        attention_mask [B, T]: left padding of prompts of different lengths."""
+        from .generation import generate
+
+        return generate(self, input_ids, max_new_tokens, attention_mask, use_cache=use_cache,
+                        temperature=temperature, top_k=top_k, top_p=top_p, eos_id=eos_id, mode=mode,
+                        seed=seed).tokens
 
 
 def build_model(config: ModelConfig) -> VersatileLM:

@@ -158,3 +158,30 @@ def test_full_eval_and_profile_sections_quick(tmp_path, token_dir, monkeypatch, 
     assert prof["host"]["requests"] == 80 and prof["dense"]["whole_task"]["tokens"] > 0
     assert prof["versatile"]["top_ops_by_cpu"] and (tmp_path / prof["versatile"]["trace"]).is_file()
     assert any("full eval versatile x dense" in line for line in full_eval.summary(res))
+
+
+def test_decode_section_times_the_decoder_with_forced_mixes(one_thread, monkeypatch):
+    from versatileffn.bench.decode import decode_targets, force_loops, section_decode
+
+    monkeypatch.delenv("VERSATILEFFN_ANCHOR_DECODE", raising=False)
+    b = bench.common.Bench(bench.QUICK, torch.device("cpu"), torch.float32, budget_s=100)
+    res = section_decode(b)
+    for key in ("dense_eager", "all1_eager", "uniform_eager", "easy_eager", "all4_eager"):
+        assert all(r["step_ms"] > 0 for r in res[key].values()), key
+    assert res["uniform_eager"]["1"]["mix_mean_loops"] == 2.5 and res["anchor"].startswith("skipped")
+    t = res["targets"]
+    assert t["b1_uniform_ms"] == {"eager": res["uniform_eager"]["1"]["step_ms"]}
+    assert t["uniform_x_dense_worst"]["eager"] == max(res["x_dense"]["uniform_eager"].values())
+    # the forced mix reaches every layer's decode tokens (the prefill keeps the loop head's choice)
+    model = bench.common.build_lm(b, "versatile").eval()
+    hooks = force_loops(model, bench.common.LOOP_MIXES["all4"], 2)
+    model.reset_ffn_stats()
+    model(torch.zeros(2, 1, dtype=torch.long))
+    assert all(s["loop_histogram"] == [0, 0, 0, 2] for s in model.ffn_stats())
+    for h in hooks:
+        h.remove()
+    # our dense step over the yardstick's graph step, worst batch, per mode
+    fake = {"dense_graph": {"1": {"step_ms": 1.5}, "64": {"step_ms": 2.0}}, "x_dense": {},
+            "anchor": {"ms_per_step": {"loops1_b1_graph": 1.25, "loops1_b64_graph": 1.6}}}
+    cuda_bench = bench.common.Bench(bench.QUICK, torch.device("cuda"), torch.float32, budget_s=1)
+    assert decode_targets(fake, cuda_bench)["dense_x_anchor_worst"] == {"graph": pytest.approx(1.25)}

@@ -102,3 +102,76 @@ def test_matches_lm_eval_hf_reference_when_installed(tmp_path):
     for (r_lp, r_greedy), (o_lp, o_greedy), s in zip(ref, ours, olmes):
         assert o_lp == pytest.approx(r_lp, abs=1e-4) and o_greedy == r_greedy
         assert s.logprob == pytest.approx(r_lp, abs=1e-4)
+
+
+LM_EVAL_MISSING = 'lm-evaluation-harness is not installed: pip install "lm_eval==0.4.*"'
+
+
+@pytest.fixture(scope="module")
+def micro_folder(tmp_path_factory):
+    """A micro VersatileFFN model saved by the project (save_model) with a small BPE tokenizer of its own."""
+    from versatileffn.data.prepare import train_bpe
+
+    words = "the river bends north past the old mill where children swim in summer".split()
+    tok = train_bpe([" ".join(words[i:] + words[:i]) for i in range(len(words))] * 4, 300)
+    out = tmp_path_factory.mktemp("harness") / "model"
+    save_model(micro_lm(vocab_size=320), out, tokenizer=tok)
+    return out
+
+
+def _lm_eval_or_skip():
+    try:
+        import lm_eval.api.registry  # noqa: F401
+    except ImportError:
+        pytest.skip(LM_EVAL_MISSING)
+
+
+def test_builtin_models_still_resolve_after_registering():
+    """lm_eval loads its own models only into an empty registry: in a fresh process, registering first must not hide
+    them (``--model hf``)."""
+    _lm_eval_or_skip()
+    import subprocess
+    import sys
+
+    code = ("from versatileffn.eval import harness; cls = harness.register()\n"
+            "from lm_eval.api.registry import get_model, model_registry\n"
+            "assert get_model('versatileffn') is cls\n"
+            "assert {'hf', 'vllm', 'dummy'} <= set(model_registry.keys()), sorted(model_registry.keys())\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_model_args_from_lm_eval(micro_folder):
+    """lm_eval's own way in (create_from_arg_string + the batch_size/device it adds): unknown model_args are a
+    UserError, batch_size=auto gives a usable batch size, and the scores are the plain functions'."""
+    _lm_eval_or_skip()
+    from lm_eval.api.instance import Instance
+
+    from versatileffn.errors import UserError
+
+    cls = harness.register()
+    extra = {"batch_size": "auto", "max_batch_size": 8, "device": "cpu"}
+    with pytest.raises(UserError, match="unknown model_args.*dtyp"):
+        cls.create_from_arg_string(f"pretrained={micro_folder},dtyp=bfloat16", extra)
+    with pytest.raises(UserError, match="batch_size"):
+        cls.create_from_arg_string(f"pretrained={micro_folder}", {**extra, "batch_size": "big"})
+    lm = cls.create_from_arg_string(f"pretrained={micro_folder}", extra)
+    assert lm.batch_size == 8
+    pairs = [("the river bends", " north"), ("children swim in", " summer"), ("", "the old mill")]
+    got = lm.loglikelihood([Instance("loglikelihood", {}, p, i) for i, p in enumerate(pairs)], disable_tqdm=True)
+    want = harness.loglikelihood(lm.model, lm.tok, pairs, batch_size=1)
+    assert [g for _, g in got] == [g for _, g in want]
+    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in want], abs=1e-5)
+
+
+def test_auto_batch_size_halves_on_out_of_memory():
+    tried = []
+
+    def fits(b):
+        tried.append(b)
+        if b > 12:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    assert harness.largest_batch(fits, 64) == 8 and tried == [64, 32, 16, 8]
+    with pytest.raises(torch.OutOfMemoryError):
+        harness.largest_batch(lambda b: fits(99), 2)

@@ -8,8 +8,9 @@ and says so):
                  CUDA-graphed, x dense and x the FLOP ideal
   train          exact-gradient fwd+bwd of one FFN sublayer, eager: x dense, x 4-Loop, what depth_grad auto picks
   full_eval      ``versatileffn eval`` on all 8 tasks, random paper-354m, dense and VersatileFFN: wall seconds
-  decode         one new token per sequence, the whole LM, dense vs VersatileFFN
-  anchor_decode  the yardstick anchor_decode.py (a plain dense LM, one CUDA graph per step)
+  decode         one new token per sequence, the whole LM through the decoder (generation.py), eager and one
+                 CUDA graph per step, dense and VersatileFFN per forced loop mix, beside the yardstick
+                 anchor_decode.py (a plain dense LM, one CUDA graph per step) run in the same section
   profile        where HellaSwag's evaluation time goes: host steps, one packed forward under torch.profiler
   anchor_ffn     the yardstick anchor_ffn.py at the same token counts, beside our ratios
   e2e            LM training step (bf16 autocast, fused AdamW): tokens/s, MFU, peak memory; checkpointing

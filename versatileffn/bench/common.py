@@ -30,6 +30,7 @@ class Shape:
     micro_batch: int = 4
     decode_batches: tuple[int, ...] = (1, 8, 32, 64)
     decode_prompt: int = 128
+    decode_steps: int = 64  # timed decode steps per row of the decode section (after the prompt)
     eval_batch_size: int = 32  # packed rows per forward of the full evaluation and the HellaSwag profile
 
 

@@ -1,67 +1,125 @@
-"""Section ``decode``: one new token per sequence with a KV cache, the whole LM, dense vs VersatileFFN."""
+"""Section ``decode``: one new token per sequence through the whole LM with the library's decoder
+(``versatileffn.generation``: static KV cache, steps eager or replayed from one CUDA graph), dense and VersatileFFN
+with the forced loop mixes, beside the yardstick ``anchor_decode.py`` run in the same section.
+
+The yardstick's method: a prompt of ``decode_prompt`` (128) random tokens, then greedy steps timed on the wall clock
+between two synchronisations, ms per step = time / steps. Here the steps are the decoder's own (``Decoder.generate``
+times its prefill and its decode loop apart; the host never looks at the device in between). A forced mix gives
+each layer's tokens their loop counts through the layer's ``loops=`` argument (a forward pre-hook on the decode
+steps; the prefill keeps the loop head's choice). ``targets`` holds the figures of issue 13's decode targets per
+mode (``targets.DECODE_KEYS``); the yardstick's path comes from the environment variable
+``VERSATILEFFN_ANCHOR_DECODE`` (``benchmarks/h200.sh`` sets it)."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 
-from ..model import KVCache
-from .common import Bench, build_lm
-from .timing import time_ms
+from ..generation import GenerationConfig
+from .common import LOOP_MIXES, Bench, build_lm, mix_loops
+from .yardstick import run_script
 
-DECODE_VARIANTS = {  # name: (ffn kind, VersatileFFN.eval_impl, compile the FFN sublayers)
-    "dense": ("dense", None, False),
-    "versatile_compact": ("versatile", "compact", False),
-    "versatile_all_loops": ("versatile", "all_loops", False),
-    "dense_ffn_compiled": ("dense", None, True),
-    "versatile_ffn_compiled": ("versatile", "auto", True),  # auto = all_loops (sync-free) when compiled
-}
+ANCHOR_ENV = "VERSATILEFFN_ANCHOR_DECODE"
+
+
+def decode_modes(b: Bench) -> tuple[str, ...]:
+    return ("eager", "graph") if b.device.type == "cuda" else ("eager",)
+
+
+def force_loops(model, probs: list[float] | None, batch: int) -> list:
+    """Pre-hooks that give every VersatileFFN layer's decode tokens (batch of them) loop counts drawn from the mix
+    (one seeded draw over all layers, so batch 1 still spreads the mix over the layers). -> hook handles."""
+    layers = model.versatile_layers()
+    if probs is None or not layers:
+        return []
+    loops = mix_loops(probs, len(layers) * batch, model.lm_head.weight.device).view(len(layers), batch)
+
+    def hook_for(row: torch.Tensor):
+        def hook(module, args, kwargs):
+            x = args[0]
+            return (args, {**kwargs, "loops": row}) if x.shape[0] * x.shape[1] == batch else None
+        return hook
+
+    return [m.register_forward_pre_hook(hook_for(loops[i]), with_kwargs=True) for i, m in enumerate(layers)]
+
+
+def time_decode(b: Bench, model, batch: int, mode: str) -> dict:
+    """ms per decode step and tokens/s of the decoder in ``mode`` after a prompt of ``decode_prompt`` tokens."""
+    s = b.shape
+    steps = 3 if b.quick else s.decode_steps
+    config = GenerationConfig(max_new_tokens=steps + 1, mode=mode, check_every=steps + 1)
+    prompt = torch.randint(0, model.config.vocab_size, (batch, s.decode_prompt), device=b.device)
+    with torch.no_grad():
+        out = config.build(model).generate(prompt)
+    ms = out.decode_s / (out.steps - 1) * 1e3
+    return {"step_ms": ms, "tokens_per_s": batch / ms * 1e3, "prefill_ms": out.prefill_s * 1e3}
+
+
+def run_anchor(b: Bench) -> dict | str:
+    path = os.environ.get(ANCHOR_ENV)
+    if not path:
+        return f"skipped: {ANCHOR_ENV} not set"
+    if b.device.type != "cuda":
+        return "skipped: the yardstick runs on CUDA only"
+    if not Path(path).is_file():
+        return f"skipped: {path} does not exist"
+    return run_script(Path(path), min(240.0, b.left()))
 
 
 def section_decode(b: Bench) -> dict:
-    s, dev = b.shape, b.device
+    s = b.shape
     res: dict = {}
-    for name, (ffn, impl, compiled) in DECODE_VARIANTS.items():
-        if compiled and not b.compile:
-            continue
-        model = build_lm(b, ffn).to(b.dtype).eval()
-        for m in model.versatile_layers():
-            m.eval_impl = impl
-        if compiled:
-            for m in model.ffn_layers():
-                m.compile()
-        vocab = model.config.vocab_size
-        per: dict = {}
-        for batch in s.decode_batches:
-            if b.left() < (60 if compiled else 10):
-                per[str(batch)] = "skipped: time budget"
-                continue
-            cache = KVCache(model.config, batch, s.decode_prompt + 1, dev, b.dtype)
-            ids = torch.randint(0, vocab, (batch, s.decode_prompt), device=dev)
-            nxt = torch.randint(0, vocab, (batch, 1), device=dev)
-            with torch.no_grad():
-                model(ids, cache=cache)
-
-                def step():
-                    cache.pos = s.decode_prompt  # the same position every time: one decode step
-                    model(nxt, cache=cache)
-
-                step()
-                model.reset_ffn_stats()
-                ms = time_ms(step, dev, warmup=5, reps=30, min_ms=100)
-            row = {"step_ms": ms, "tokens_per_s": batch / ms * 1e3}
-            if ffn == "versatile":
-                st = model.ffn_stats()
-                row["mean_loops"] = sum(x["mean_loops"] for x in st) / len(st)
-            per[str(batch)] = row
-        res[name] = per
-        del model
-    for name, base in (("versatile_compact", "dense"), ("versatile_all_loops", "dense"),
-                       ("versatile_ffn_compiled", "dense_ffn_compiled")):
-        if name in res and base in res:
-            res[f"{name}_x_{base}"] = {k: res[name][k]["step_ms"] / res[base][k]["step_ms"] for k in res[base]
-                                       if isinstance(res[base][k], dict) and isinstance(res[name].get(k), dict)}
-    best = {}
-    for key in ("versatile_compact_x_dense", "versatile_all_loops_x_dense"):
-        for k, v in res.get(key, {}).items():
-            best[k] = min(best.get(k, v), v)
-    res["versatile_x_dense"] = best  # eager, the faster eval implementation per batch size
+    variants = [("dense", "dense", None)] + [(mix, "versatile", probs) for mix, probs in LOOP_MIXES.items()]
+    models = {}
+    for name, ffn, probs in variants:
+        if ffn not in models:  # one model per kind: the mixes share the VersatileFFN weights
+            models[ffn] = build_lm(b, ffn).to(b.dtype).eval()
+        model = models[ffn]
+        for mode in decode_modes(b):
+            rows: dict = {}
+            for batch in s.decode_batches:
+                if b.left() < 15:
+                    rows[str(batch)] = "skipped: time budget"
+                    continue
+                hooks = force_loops(model, probs, batch)
+                try:
+                    rows[str(batch)] = time_decode(b, model, batch, mode)
+                finally:
+                    for h in hooks:
+                        h.remove()
+                if probs is not None:
+                    rows[str(batch)]["mix_mean_loops"] = sum((i + 1) * p for i, p in enumerate(probs))
+            res[f"{name}_{mode}"] = rows
+    del models
+    res["anchor"] = run_anchor(b) if b.left() > 60 else "skipped: time budget"
+    res["x_dense"] = {key: ratios(res, key, key.replace(key.split("_")[0], "dense", 1)) for key in res
+                      if key.split("_")[0] in LOOP_MIXES}
+    res["targets"] = decode_targets(res, b)
     return res
+
+
+def ratios(res: dict, key: str, base: str) -> dict:
+    """{batch: res[key] step ms / res[base] step ms} over the batches both timed."""
+    a, d = res.get(key, {}), res.get(base, {})
+    return {k: a[k]["step_ms"] / d[k]["step_ms"] for k in d if isinstance(d[k], dict) and isinstance(a.get(k), dict)}
+
+
+def decode_targets(res: dict, b: Bench) -> dict:
+    """Issue 13's decode figures per mode: batch-1 uniform ms, the worst batch of uniform over dense, and the worst
+    batch of our dense step over the yardstick's graph step (``loops1_b{B}_graph``)."""
+    b1, worst, anchor_worst = {}, {}, {}
+    anchor = res["anchor"].get("ms_per_step", {}) if isinstance(res.get("anchor"), dict) else {}
+    for mode in decode_modes(b):
+        uniform = res.get(f"uniform_{mode}", {})
+        if isinstance(uniform.get("1"), dict):
+            b1[mode] = uniform["1"]["step_ms"]
+        x = res["x_dense"].get(f"uniform_{mode}", {})
+        if x:
+            worst[mode] = max(x.values())
+        dense = res.get(f"dense_{mode}", {})
+        over = [r["step_ms"] / anchor[f"loops1_b{k}_graph"] for k, r in dense.items()
+                if isinstance(r, dict) and isinstance(anchor.get(f"loops1_b{k}_graph"), (int, float))]
+        if over:
+            anchor_worst[mode] = max(over)
+    return {"b1_uniform_ms": b1, "uniform_x_dense_worst": worst, "dense_x_anchor_worst": anchor_worst}

@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from ..generation import capture as graphed  # noqa: F401  (fn captured in one CUDA graph -> its replay)
+
 PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # dense bf16, SXM
 
 
@@ -31,20 +33,6 @@ def time_ms(fn, device: torch.device, warmup: int = 5, reps: int = 20, min_ms: f
         fn()
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
-
-
-def graphed(fn):
-    """fn captured in one CUDA graph (warmed up on a side stream first); returns the replay."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -45,6 +45,8 @@ SUBCOMMANDS: dict[str, str] = {
     "convert": "convert",
     "analyze": "analyze",
     "bench": "bench",
+    "export": "export",
+    "generate": "generate",
 }
 
 # OSErrors that describe the user's environment (a path, permissions, space), not a bug: one line, exit 2

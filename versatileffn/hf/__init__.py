@@ -21,6 +21,7 @@ _EXPORTS = {
     "ARCHITECTURES": "modeling", "CLASSES": "modeling", "PostNormVersatileFFN": "modeling",
     "VersatileCausalLMMixin": "modeling", "classes_for": "modeling", "register": "modeling",
     "TemperatureAnnealCallback": "training", "VersatileTrainer": "training", "ffn_log_metrics": "training",
+    "export_native": "export", "model_card": "card", "write_model_card": "card", "write_remote_code": "remote_code",
 }
 
 

@@ -174,12 +174,24 @@ def _save_atomically(write, out_dir: str | Path) -> Path:
     return Path(out_dir)
 
 
+def write_hf_folder(model, folder: Path, tokenizer_source=None, source=None, meta: dict | None = None) -> None:
+    """What every saved Hugging Face folder holds: ``save_pretrained``'s files, the self-contained modeling code of a
+    VersatileFFN model (``remote_code.py``), the tokenizer files of ``tokenizer_source`` and a model card."""
+    from .card import write_model_card
+    from .remote_code import write_remote_code
+
+    model.save_pretrained(folder, safe_serialization=True)
+    if isinstance(model, VersatileCausalLMMixin):
+        write_remote_code(folder)
+    copy_tokenizer_files(tokenizer_source, folder)
+    write_model_card(folder, model, source=source, meta=meta)
+
+
 def save_converted(model: VersatileCausalLMMixin, out_dir: str | Path, tokenizer_source=None) -> Path:
-    """``save_pretrained`` (safetensors + config + modeling file) and the source's tokenizer files, atomically."""
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, safe_serialization=True)
-        copy_tokenizer_files(tokenizer_source, tmp)
-    return _save_atomically(write, out_dir)
+    """``save_pretrained`` (safetensors + config + modeling code), the source's tokenizer files and a model card,
+    atomically."""
+    return _save_atomically(lambda tmp: write_hf_folder(model, tmp, tokenizer_source, source=tokenizer_source),
+                            out_dir)
 
 
 def load_converted(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
@@ -220,10 +232,7 @@ def export_dense(model: VersatileCausalLMMixin | str | os.PathLike, out_dir: str
     if getattr(model, "generation_config", None) is not None:
         dense.generation_config = copy.deepcopy(model.generation_config)
 
-    def write(tmp: Path) -> None:
-        dense.save_pretrained(tmp, safe_serialization=True)
-        copy_tokenizer_files(source_dir, tmp)
-    return _save_atomically(write, out_dir)
+    return _save_atomically(lambda tmp: write_hf_folder(dense, tmp, source_dir, source=source_dir), out_dir)
 
 
 __all__ = ["ARCHITECTURES", "convert_dense_model", "save_converted", "export_dense", "dense_state_dict",
