@@ -203,10 +203,14 @@ def rows_logprobs(model, rows: list[tuple[list[int], list[int]]], device: torch.
     """One right-padded row per (ctx, cont): (log-probs, is-argmax) of each continuation token."""
     T = max(len(c) + len(k) - 1 for c, k in rows)
     ids = torch.zeros(len(rows), T, dtype=torch.long)
+    real = torch.zeros(len(rows), T, dtype=torch.bool)
     for b, (ctx, cont) in enumerate(rows):
         seq = ctx + cont[:-1]
         ids[b, :len(seq)] = torch.tensor(seq)
-    logits = model(ids.to(device)).logits.float()
+        real[b, :len(seq)] = True
+    # models with VersatileFFN layers (converted HF models) run the FFN on, and count, the real tokens only
+    kwargs = {"token_mask": real} if isinstance(model, FFNControl) else {}
+    logits = model(ids.to(device), **kwargs).logits.float()
     out = []
     for b, (ctx, cont) in enumerate(rows):
         lg = logits[b, len(ctx) - 1:len(ctx) + len(cont) - 1]

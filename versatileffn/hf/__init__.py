@@ -20,7 +20,7 @@ _EXPORTS = {
     "copy_tokenizer_files": "convert", "load_converted": "convert", "is_converted_hf_dir": "folders",
     "ARCHITECTURES": "modeling", "CLASSES": "modeling", "PostNormVersatileFFN": "modeling",
     "VersatileCausalLMMixin": "modeling", "classes_for": "modeling", "register": "modeling",
-    "TemperatureAnnealCallback": "training",
+    "TemperatureAnnealCallback": "training", "VersatileTrainer": "training", "ffn_log_metrics": "training",
     "export_native": "export", "model_card": "card", "write_model_card": "card", "write_remote_code": "remote_code",
 }
 

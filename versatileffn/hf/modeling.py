@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import shutil
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 import transformers
 
 from ..ffn import VersatileFFN, VersatileFFNConfig
-from ..ffn.common import SHAPE_FIELDS
+from ..ffn.common import SHAPE_FIELDS, switch_balance_loss
 from ..ffn.control import FFNControl
 from ..model import LMOutput, ModelConfig
 
@@ -94,11 +95,35 @@ class ZeroBranch(nn.Module):
         return x.new_zeros(())
 
 
+@dataclasses.dataclass
+class FFNCall:
+    """What one model forward asks of every FFN sublayer (set on each decoder layer by the model's ``forward``):
+    token_index: flat rows of the real tokens (the FFN runs on, and its statistics count, only those);
+    router_logits: a list collecting each layer's router logits on those rows (``output_router_logits``)."""
+
+    token_index: torch.Tensor | None = None
+    router_logits: list | None = None
+
+
+def _run_ffn(ffn: VersatileFFN, h: torch.Tensor, call: FFNCall | None) -> torch.Tensor:
+    if call is None or (call.token_index is None and call.router_logits is None):
+        return ffn(h)
+    flat = h.reshape(-1, h.shape[-1])
+    rows = flat if call.token_index is None else flat.index_select(0, call.token_index)
+    if call.router_logits is not None and ffn.router is not None:
+        call.router_logits.append(ffn.router(rows))
+    if call.token_index is None:
+        return ffn(h)
+    # rows by index, as VersatileLM's blocks do: padding keeps the attention half's output and is never counted
+    return flat.index_copy(0, call.token_index, ffn(rows[None])[0].to(h.dtype)).view_as(h)
+
+
 def _apply_versatile_ffn(layer: nn.Module, args, output):
     """Forward hook: the decoder layer's output (attention half only) -> versatile_ffn(output)."""
+    call = getattr(layer, "ffn_call", None)
     if isinstance(output, tuple):  # transformers < 4.54 returns (hidden_states, ...)
-        return (layer.versatile_ffn(output[0]),) + tuple(output[1:])
-    return layer.versatile_ffn(output)
+        return (_run_ffn(layer.versatile_ffn, output[0], call),) + tuple(output[1:])
+    return _run_ffn(layer.versatile_ffn, output, call)
 
 
 # ------------------------------------------------------------------------------------- architectures
@@ -211,6 +236,48 @@ class VersatileCausalLMMixin(FFNControl):
                 m.expert_membership[k, lo:hi] = 1.0
             m.reset_stats()
 
+    def forward(self, *args, token_mask: torch.Tensor | None = None, output_router_logits: bool | None = None,
+                **kwargs):
+        """transformers' forward, plus:
+
+        * token_mask [B, T] (bool, as ``VersatileLM.forward``'s): the FFN runs on, and the loop statistics count,
+          only the marked tokens (padding left out); the other positions keep the attention half's output.
+        * output_router_logits (default ``config.output_router_logits``): the MoE convention of Mixtral, Qwen2-MoE
+          and OLMoE: a ``MoeCausalLMOutputWithPast`` with ``router_logits`` (per layer, [real tokens, N], fp32)
+          and ``aux_loss`` = sum over layers of the Switch balance loss, which ``loss`` includes scaled by
+          ``config.router_aux_loss_coef`` when labels are given (the training objective of every layer).
+        """
+        if output_router_logits is None:
+            output_router_logits = bool(getattr(self.config, "output_router_logits", False))
+        index = None
+        if token_mask is not None:  # found once for all layers (one host read), as VersatileLM does
+            index = token_mask.to(self.model.embed_tokens.weight.device).reshape(-1).nonzero()[:, 0]
+        call = FFNCall(index, [] if output_router_logits else None)
+        # kept after the call: activation checkpointing re-runs the layers in the backward with the same rows
+        for layer in self.model.layers:
+            layer.ffn_call = call
+        if not output_router_logits:
+            return super().forward(*args, **kwargs)
+        return_dict = kwargs.pop("return_dict", None)
+        out = super().forward(*args, return_dict=True, **kwargs)
+        out = self._moe_output(out, call.router_logits)
+        return out if return_dict is not False else out.to_tuple()
+
+    def _moe_output(self, out, router_logits: list):
+        aux = None
+        if router_logits:
+            k = self.config.num_experts_per_tok
+            aux = sum(switch_balance_loss(lg, lg.topk(k, dim=-1).indices) for lg in router_logits)
+        loss = out.loss
+        if loss is not None and aux is not None:
+            # in training, every layer already adds coef * aux to the gradient (attach_aux_loss): count its value
+            attached = self.training and torch.is_grad_enabled()
+            scaled = self.config.router_aux_loss_coef * aux
+            loss = loss + (scaled.detach() if attached else scaled).to(loss.dtype)
+        fields = {k: v for k, v in out.items() if k != "loss"}  # logits, the cache, hidden states, attentions
+        return transformers.modeling_outputs.MoeCausalLMOutputWithPast(
+            loss=loss, aux_loss=aux, router_logits=tuple(router_logits), **fields)
+
     # ------------------------------------------------------------------ VersatileLM-compatible driver API
 
     def lm_forward(self, input_ids: torch.Tensor, targets: torch.Tensor | None = None) -> LMOutput:
@@ -284,15 +351,58 @@ class VersatileCausalLMMixin(FFNControl):
         return out
 
 
+def _ffn_option(name: str):
+    """A read-only config property: the VersatileFFN option ``name`` (its default where the config leaves it out)."""
+    default = VersatileFFNConfig.__dataclass_fields__[name].default
+    return property(lambda self: (getattr(self, "versatile_ffn", None) or {}).get(name, default),
+                    doc=f"VersatileFFN's ``{name}`` (read-only; set it in ``versatile_ffn``)")
+
+
+# the MoE names transformers users and tools read (Mixtral, Qwen2-MoE, OLMoE), over the nested VersatileFFN options
+MOE_CONFIG_ALIASES = {"num_experts": "n_experts", "num_experts_per_tok": "top_k",
+                      "router_aux_loss_coef": "balance_loss_coef", "max_loops": "max_loops"}
+
+
+def tensor_parallel_plan(base_config: type) -> dict | None:
+    """The source's tensor-parallel plan without its ``mlp.*`` entries: attention (and the LM head) are sharded, the
+    VersatileFFN sublayer is replicated, each rank running it on the full hidden states that the row-wise
+    ``o_proj`` all-reduces. The FFN is not split: its virtual experts are windows of the hidden units (Eq. 5), and
+    the width path's mask, the post-norm experts and the engine's grouped GEMM read windows a column-wise split of
+    gate/up would cut across ranks. (The inherited ``mlp.*`` entries would match nothing: the FFN lives in
+    ``versatile_ffn``.)"""
+    plan = getattr(base_config, "base_model_tp_plan", None)
+    return None if plan is None else {k: v for k, v in plan.items() if ".mlp." not in k}
+
+
+def _forward_for(base_model: type):
+    """The mixin's forward under the source forward's signature plus its own options: the HF Trainer (unused
+    dataset columns) and generation read the parameter names from the signature."""
+    def forward(self, *args, **kwargs):
+        return VersatileCausalLMMixin.forward(self, *args, **kwargs)
+
+    params = list(inspect.signature(base_model.forward).parameters.values())
+    ours = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(VersatileCausalLMMixin.forward).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    var_kw = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
+    params = [p for p in params if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    forward.__signature__ = inspect.Signature(params + ours + var_kw)
+    forward.__doc__ = VersatileCausalLMMixin.forward.__doc__
+    return forward
+
+
 def _make_classes(arch: Architecture) -> tuple[type, type]:
     base_config = getattr(transformers, arch.config_class)
     base_model = getattr(transformers, arch.causal_lm_class)
     name = "Versatile" + arch.causal_lm_class.replace("ForCausalLM", "")
     config_cls = type(f"{name}Config", (base_config,), {
+        **{alias: _ffn_option(option) for alias, option in MOE_CONFIG_ALIASES.items()},
+        "base_model_tp_plan": tensor_parallel_plan(base_config),
         "model_type": arch.versatile_model_type, "__module__": __name__,
         "__doc__": f"{arch.config_class} + ``versatile_ffn`` (VersatileFFN options) and ``base_model_type``."})
     model_cls = type(f"{name}ForCausalLM", (VersatileCausalLMMixin, base_model), {
         "config_class": config_cls, "architecture": arch, "__module__": __name__,
+        "forward": _forward_for(base_model),
         "__doc__": f"{arch.causal_lm_class} whose FFN sublayers are VersatileFFN ({arch.norm_placement}-norm F)."})
     return config_cls, model_cls
 
