@@ -25,8 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
-import shutil
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -37,8 +35,8 @@ from ..ffn import VersatileFFN, VersatileFFNConfig
 from ..ffn.common import SHAPE_FIELDS, switch_balance_loss
 from ..ffn.control import FFNControl
 from ..model import LMOutput, ModelConfig
+from .remote_code import MODELING_FILE, write_remote_code
 
-MODELING_FILE = "modeling_versatileffn.py"  # written into every saved folder for trust_remote_code=True
 # VersatileFFNConfig fields the HF config fixes (from hidden_size, intermediate_size, rms_norm_eps, initializer_range)
 DERIVED_FIELDS = SHAPE_FIELDS
 # a post-norm layer's norm was once reached through its projection (versatile_ffn.down_proj.norm.weight)
@@ -347,7 +345,7 @@ class VersatileCausalLMMixin(FFNControl):
                     del c._auto_class
                 else:
                     c._auto_class = value
-        shutil.copyfile(Path(__file__).with_name("remote_modeling.py"), Path(save_directory) / MODELING_FILE)
+        write_remote_code(save_directory)
         return out
 
 

@@ -17,10 +17,10 @@ import shutil
 from pathlib import Path
 
 from ..version import __version__
-from .modeling import MODELING_FILE
 
 PACKAGE = "versatileffn"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
+MODELING_FILE = "modeling_versatileffn.py"  # written into every saved folder for trust_remote_code=True
 ROOT_MODULE = f"{PACKAGE}.hf.modeling"
 BUNDLE_ROOTS = (ROOT_MODULE, f"{PACKAGE}.hf.remote_code")  # the modeling code, and this module for saving again
 PREFIX = "vffn__"
