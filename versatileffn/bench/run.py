@@ -2,6 +2,7 @@
 says so, and one that fails records its error (the others still run). The sections: ``registry.REGISTRY``."""
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -25,6 +26,9 @@ time x peak), peak = 989.4 TFLOP/s (H100/H200 SXM dense bf16); attention counted
 
 
 def _commit() -> str | None:
+    """$VERSATILEFFN_COMMIT if set (a working tree copied to a device machine may carry a stale .git), else git's."""
+    if os.environ.get("VERSATILEFFN_COMMIT"):
+        return os.environ["VERSATILEFFN_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                               cwd=Path(__file__).parent).stdout.strip() or None

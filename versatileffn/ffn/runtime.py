@@ -16,12 +16,16 @@ class RuntimeOptions:
     """The layer's run-time knobs (``layer.runtime``), checked when set.
 
     loop_cap: None or k >= 1, clip l_hat at k loops at inference. impl: eval forward, "auto" | "engine" |
-    "plain". depth_grad: training forward, "auto" | "full" | "exact" (see ``versatile.py``'s docstring).
+    "plain". depth_grad: training forward, "auto" | "full" | "exact" (see ``versatile.py``'s docstring); auto
+    takes exact on CUDA from ``exact_min_tokens`` tokens per call, where it measured faster than full (H200,
+    bf16, eager, x dense: 4.96 vs 5.13 at 16k tokens; 7.79 vs 5.33 at 4k, where its split GEMMs are launch-bound;
+    benchmarks/results/targets_summary.json).
     """
 
     loop_cap: int | None = None
     impl: str = "auto"
     depth_grad: str = "auto"
+    exact_min_tokens: int = 16384
 
     def __setattr__(self, name: str, value) -> None:
         if name == "loop_cap" and not (value is None or (isinstance(value, int) and value >= 1)):
@@ -30,6 +34,8 @@ class RuntimeOptions:
             raise ValueError(f"impl must be one of {IMPLS}; got {value!r}")
         if name == "depth_grad" and value not in DEPTH_GRAD_MODES:
             raise ValueError(f"depth_grad must be one of {DEPTH_GRAD_MODES}; got {value!r}")
+        if name == "exact_min_tokens" and not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"exact_min_tokens must be an integer >= 1; got {value!r}")
         super().__setattr__(name, value)
 
     def eval_engine(self, h: torch.Tensor) -> bool:
@@ -37,7 +43,7 @@ class RuntimeOptions:
 
     def exact_depth_grad(self, h: torch.Tensor) -> bool:
         if self.depth_grad == "auto":  # exact pays off where its backward GEMMs skip rows without a host read
-            return h.is_cuda and gmm_runs(h.device, compute_dtype(h))
+            return h.is_cuda and h.shape[0] >= self.exact_min_tokens and gmm_runs(h.device, compute_dtype(h))
         return self.depth_grad == "exact"
 
 
