@@ -302,7 +302,7 @@ class Decoder:
         if self.config.eos_id is not None and bool(st["done"].all()):
             n = min(n, int(st["first_eos"].max()) + 1)  # the step at which the last row stopped
         return Generation(torch.cat([ids, st["out"][:, :n]], 1), pad, ids.shape[1], prefill_s, decode_s,
-                          mean_loops(self.model), steps=n)
+                          self.model.mean_loops(), steps=n)
 
 
 def capture(step: Callable[[], None], warmup: int = WARMUP - 1) -> Callable[[], None]:
@@ -343,12 +343,6 @@ def zero_ffn_stats(model: torch.nn.Module, device: torch.device) -> None:
             m.stats = s.to(device)
     for t in stats_tensors(model):
         t.zero_()
-
-
-def mean_loops(model: torch.nn.Module) -> float | None:
-    """Executed loops per token, averaged over the VersatileFFN layers (None without one)."""
-    stats = [s for s in (getattr(model, "ffn_stats", lambda: [])()) if "mean_loops" in s]
-    return sum(s["mean_loops"] for s in stats) / len(stats) if stats else None
 
 
 def generate(model, prompts: torch.Tensor | Sequence[Sequence[int]], max_new_tokens: int = 32,

@@ -82,8 +82,7 @@ def train_lm(b: Bench, ffn: str, micro_batch: int, compiled: bool, checkpointing
         peak = torch.cuda.max_memory_allocated(dev)
         row.update(peak_mem_gib=peak / 2**30, activation_mem_gib=(peak - base_mem) / 2**30)
     if ffn == "versatile":
-        st = model.ffn_stats()
-        row["mean_loops"] = sum(x["mean_loops"] for x in st) / len(st)
+        row["mean_loops"] = model.mean_loops()
         row["depth_grad"] = model.versatile_layers()[0].last_depth_grad
     del model, opt
     if dev.type == "cuda":

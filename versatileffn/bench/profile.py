@@ -107,8 +107,7 @@ def section_profile(b: Bench) -> dict | str:
         run_prepared(model, prepared, b.device, throughput=tp)
         row["whole_task"] = tp.as_dict()
         if ffn == "versatile":
-            st = model.ffn_stats()
-            row["mean_loops"] = sum(s["mean_loops"] for s in st) / len(st)
+            row["mean_loops"] = model.mean_loops()
         res[ffn] = row
         del model, prepared
         if b.device.type == "cuda":

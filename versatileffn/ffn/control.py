@@ -72,6 +72,11 @@ class FFNControl:
         return [{**(m.stats.summary() if hasattr(m, "stats") else {}),
                  **(m.start_summary() if hasattr(m, "start_summary") else {})} for m in self.ffn_layers()]
 
+    def mean_loops(self) -> float | None:
+        """Executed loops per token since the last reset, averaged over the layers that loop (None without one)."""
+        per_layer = [s["mean_loops"] for s in self.ffn_stats() if "mean_loops" in s]
+        return sum(per_layer) / len(per_layer) if per_layer else None
+
     def ffn_params(self) -> int:
         return sum(p.numel() for m in self.ffn_layers() for p in m.parameters())
 

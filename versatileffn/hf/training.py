@@ -25,7 +25,7 @@ def ffn_log_metrics(model) -> dict:
     model = _converted(model)
     stats, out = model.ffn_stats(), {}
     if stats and stats[0].get("tokens"):
-        out["ffn_mean_loops"] = sum(s.get("mean_loops", 0.0) for s in stats) / len(stats)
+        out["ffn_mean_loops"] = model.mean_loops()
         out["ffn_mean_lambda"] = sum(s.get("mean_lambda", 0.0) for s in stats) / len(stats)
         out["ffn_tau"] = float(model.versatile_layers()[0].tau)
         aux = model.aux_loss()
